@@ -1,0 +1,42 @@
+"""The work directory: created and checked before training, files written atomically."""
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from cnnjax.errors import WorkdirError
+
+CONFIG_FILE = "config.json"
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` if needed and checks it is writable; returns its absolute path.
+
+  Raises:
+    WorkdirError: if the directory cannot be created or written.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    raise WorkdirError(f"Cannot write to workdir {workdir} ({error.strerror}); "
+                       "choose a writable --workdir.") from None
+  return workdir
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+  """Writes `payload` as indented JSON; readers see the old or the new file, never half."""
+  directory = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json.tmp",
+                                   delete=False) as tmp:
+    json.dump(payload, tmp, indent=2, sort_keys=True)
+    tmp.write("\n")
+  os.replace(tmp.name, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path) as file:
+    return json.load(file)

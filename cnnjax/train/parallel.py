@@ -1,0 +1,78 @@
+"""Data parallelism over every device: a 1-D mesh, shardings, and the jitted step wrapper.
+
+Per-device step functions (collectives over `DATA_AXIS`) run under `jax.shard_map` inside
+`jax.jit`, which is what `jax.pmap` itself lowers to since JAX 0.10. The training state is
+replicated; batches and per-step latents are sharded along their leading axis.
+"""
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named `DATA_AXIS` over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the mesh."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Places a host or device pytree, whole, on every device of `mesh`."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def put_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles this process's slice of a global batch into arrays sharded over `mesh`.
+
+  Args:
+    local_batch: arrays whose leading axis is this process's share of the global batch
+      (the whole global batch when there is one process).
+    mesh: the data mesh.
+  """
+  sharding = data_sharded(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, value)
+          for name, value in local_batch.items()}
+
+
+def make_parallel_train_step(
+    per_device_step: Callable[..., tuple[Any, dict[str, jax.Array]]], *,
+    mesh: Mesh, batch_size: int, latent_dim: int, latent_stream: int,
+) -> Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]:
+  """Jits `per_device_step(state, batch, latents)` data-parallel over `mesh`.
+
+  The step's latents (batch_size, latent_dim) are drawn inside the jitted function from
+  the state's key for `latent_stream` (folded with the step) at global shape, then
+  sharded like the batch: the numbers do not depend on the number of devices.
+
+  Returns:
+    `step(state, batch) -> (state, metrics)`; the input state is donated.
+  """
+  # check_vma=False gives pmap's semantics: gradients of replicated parameters stay
+  # per-device until the step's own `pmean` (with it, autodiff would insert a psum).
+  sharded_step = jax.shard_map(
+      per_device_step, mesh=mesh,
+      in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+      out_specs=(P(), P()), check_vma=False)
+
+  def step(state, batch):
+    key = state.step_key(latent_stream)
+    latents = jax.random.normal(key, (batch_size, latent_dim))
+    latents = jax.lax.with_sharding_constraint(latents, data_sharded(mesh))
+    return sharded_step(state, batch, latents)
+
+  return jax.jit(step, donate_argnums=0,
+                 out_shardings=(replicated(mesh), replicated(mesh)))
+

@@ -1,0 +1,85 @@
+"""cnnjax: convolutional image generation and editing in JAX/Flax.
+
+Commands (the first positional argument; `train` when omitted):
+  train   Train an experiment into a work directory:
+            python run.py --config=configs/dcgan.py --workdir=DIR
+          Pick a config variant after a colon (--config=configs/dcgan.py:tiny) and
+          override any field (--config.train.num_steps=500). Misspelt fields are errors.
+
+Bad input (flags, config values, datasets, work directories) ends with a one-line
+`error: ...` on stderr and exit status 2, before anything in the work directory changes.
+"""
+
+import re
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cnnjax.errors import CnnjaxError
+
+COMMANDS = ("train",)
+
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, optionally with a variant: "
+    "configs/dcgan.py:tiny. Fields are overridden with --config.SECTION.FIELD=VALUE.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Work directory of the run (created if missing).")
+FLAGS = flags.FLAGS
+
+
+def fail(message: str) -> None:
+  """Prints a one-line error and exits with status 2."""
+  sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+  sys.stderr.flush()
+  sys.exit(2)
+
+
+def _last_line(error: BaseException) -> str:
+  """The final line of an error message (config-file errors embed a traceback)."""
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing whose errors are one line (absl's own add a usage hint)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    message = str(error)
+    flag = message.split(":", 1)[0] if message.startswith("flag ") else "flags"
+    fail(f"{flag}: {_last_line(error)}")
+  except (AttributeError, KeyError) as error:  # A misspelt --config.FIELD override.
+    unknown = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")]
+    suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
+    hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else "."
+    fail(f"No such config field among {', '.join(unknown)}{hint} "
+         "(see the config file for the fields).")
+  except CnnjaxError as error:
+    fail(error)
+
+
+def main(argv: list[str]) -> None:
+  command, *rest = argv[1:] or ["train"]
+  if command not in COMMANDS or rest:
+    fail(f"Unknown command {' '.join(argv[1:])!r}: use one of {', '.join(COMMANDS)} "
+         "(see python run.py --help).")
+  if FLAGS.workdir is None:
+    fail("--workdir is required: the directory to write the run into.")
+  config = FLAGS.config
+  if config is None:
+    fail("--config is required for train, e.g. --config=configs/dcgan.py.")
+  try:
+    config.keys()  # A config file that failed to load raises on first access.
+  except OSError as error:
+    fail(f"--config: {_last_line(error)}")
+  from cnnjax.train.gan_loop import train_and_evaluate  # Imports jax: after flag errors.
+  try:
+    train_and_evaluate(config, FLAGS.workdir)
+  except CnnjaxError as error:
+    logging.flush()
+    fail(error)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
