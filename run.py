@@ -5,6 +5,10 @@ Commands (the first positional argument; `train` when omitted):
             python run.py --config=configs/dcgan.py --workdir=DIR
           Pick a config variant after a colon (--config=configs/dcgan.py:tiny) and
           override any field (--config.train.num_steps=500). Misspelt fields are errors.
+          Relaunching the same command on the same DIR resumes from its newest complete
+          checkpoint; SIGTERM/SIGINT checkpoint the current step and exit with status 0.
+  sample  Write a PNG grid of samples from a run's checkpoint (no training data needed):
+            python run.py sample --workdir=DIR --num=64 --seed=0 --out=FILE.png [--step=N]
 
 Bad input (flags, config values, datasets, work directories) ends with a one-line
 `error: ...` on stderr and exit status 2, before anything in the work directory changes.
@@ -18,13 +22,17 @@ from ml_collections import config_flags
 
 from cnnjax.errors import CnnjaxError
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "sample")
 
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with a variant: "
     "configs/dcgan.py:tiny. Fields are overridden with --config.SECTION.FIELD=VALUE.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory of the run (created if missing).")
+flags.DEFINE_integer("num", 64, "sample: number of images.")
+flags.DEFINE_integer("seed", 0, "sample: seed of the latents.")
+flags.DEFINE_string("out", None, "sample: the PNG file to write.")
+flags.DEFINE_integer("step", None, "sample: checkpoint step (default: the newest).")
 FLAGS = flags.FLAGS
 
 
@@ -65,7 +73,18 @@ def main(argv: list[str]) -> None:
     fail(f"Unknown command {' '.join(argv[1:])!r}: use one of {', '.join(COMMANDS)} "
          "(see python run.py --help).")
   if FLAGS.workdir is None:
-    fail("--workdir is required: the directory to write the run into.")
+    fail("--workdir is required: the directory of the run.")
+  try:
+    if command == "train":
+      _train()
+    elif command == "sample":
+      _sample()
+  except CnnjaxError as error:
+    logging.flush()
+    fail(error)
+
+
+def _train() -> None:
   config = FLAGS.config
   if config is None:
     fail("--config is required for train, e.g. --config=configs/dcgan.py.")
@@ -73,12 +92,16 @@ def main(argv: list[str]) -> None:
     config.keys()  # A config file that failed to load raises on first access.
   except OSError as error:
     fail(f"--config: {_last_line(error)}")
-  from cnnjax.train.gan_loop import train_and_evaluate  # Imports jax: after flag errors.
-  try:
-    train_and_evaluate(config, FLAGS.workdir)
-  except CnnjaxError as error:
-    logging.flush()
-    fail(error)
+  from cnnjax.train.experiments import train_and_evaluate  # Imports jax: after flag errors.
+  train_and_evaluate(config, FLAGS.workdir)
+
+
+def _sample() -> None:
+  if FLAGS.out is None:
+    fail("--out is required for sample: the PNG file to write.")
+  from cnnjax.train.sampling import sample_to_png
+  sample_to_png(FLAGS.workdir, num=FLAGS.num, seed=FLAGS.seed, out=FLAGS.out,
+                step=FLAGS.step)
 
 
 if __name__ == "__main__":

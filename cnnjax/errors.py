@@ -23,3 +23,7 @@ class WorkdirError(CnnjaxError):
 
 class CheckpointError(CnnjaxError):
   """No usable checkpoint, or a checkpoint that does not match the config."""
+
+
+class NonFiniteError(CnnjaxError):
+  """Training produced a NaN or infinite loss or parameter."""

@@ -12,6 +12,7 @@ import ml_collections
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked experiment config for `variant`."""
   config = ml_collections.ConfigDict()
+  config.experiment = "gan"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(dict(
@@ -52,6 +53,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       log_every=100,
       sample_every=500,
       num_samples=64,    # Images in each sample grid (a square number tiles best).
+      on_nonfinite="stop",  # NaN/inf loss: "stop" with an error, or "skip" the step.
+  ))
+
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every=500,         # Steps between checkpoints (and one at the end).
+      keep=3,            # Newest checkpoints kept.
+      best_metric="",    # Also keep the best checkpoint by this logged metric.
+      best_mode="min",   # "min" or "max" for best_metric.
+      async_save=True,   # Write in the background while training continues.
   ))
 
   if variant in (None, ""):
@@ -65,6 +75,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 5
     config.train.sample_every = 10
     config.train.num_samples = 16
+    config.checkpoint.every = 10
   elif variant == "shapes":
     config.data.name = "shapes"
     config.data.image_size = 32

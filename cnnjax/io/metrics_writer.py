@@ -1,40 +1,49 @@
 """Metrics as JSON lines and TensorBoard event files, written by process 0 only."""
 
 import json
-import math
 import os
+import tempfile
 from typing import Mapping
 
 import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
-from cnnjax.errors import CnnjaxError
+METRICS_FILE = "metrics.jsonl"
 
 
-class NonFiniteError(CnnjaxError):
-  """A logged quantity is NaN or infinite."""
-
-
-def check_finite(step: int, scalars: Mapping[str, float]) -> None:
-  """Raises `NonFiniteError` naming the step and the first non-finite quantity."""
-  for name, value in scalars.items():
-    if not math.isfinite(value):
-      raise NonFiniteError(
-          f"Training diverged: {name} = {value} at step {step}; lower the learning "
-          "rates or change the loss, then rerun.")
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites a metrics.jsonl without the records of steps after `step` (atomically)."""
+  with open(path) as file:
+    lines = [line for line in file if line.strip()]
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) == len(lines):
+    return
+  with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), suffix=".tmp",
+                                   delete=False) as tmp:
+    tmp.writelines(kept)
+  os.replace(tmp.name, path)
 
 
 class MetricsWriter:
   """Appends `{"step": ..., name: value}` lines to `metrics.jsonl` and mirrors them to
-  TensorBoard. A no-op when `enabled` is False (processes other than 0)."""
+  TensorBoard. A no-op when `enabled` is False (processes other than 0).
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  When a run resumes at `resume_step`, records of later steps (written after that
+  checkpoint by the interrupted run) are dropped, so each step appears once.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
     self._enabled = enabled
     if not enabled:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    path = os.path.join(workdir, METRICS_FILE)
+    if resume_step and os.path.exists(path):
+      _drop_records_after(path, resume_step)
+    self._jsonl = open(path, "a", buffering=1)  # Line-buffered: survives SIGKILL.
+    self._tensorboard = SummaryWriter(
+        os.path.join(workdir, "tensorboard"),
+        purge_step=resume_step + 1 if resume_step else None)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self._enabled:

@@ -5,9 +5,12 @@ import os
 import tempfile
 from typing import Any
 
+import ml_collections
+
 from cnnjax.errors import WorkdirError
 
 CONFIG_FILE = "config.json"
+DATA_INFO_FILE = "data_info.json"   # Dataset name, image shape, classes of a run.
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -40,3 +43,15 @@ def write_json_atomic(path: str, payload: Any) -> None:
 def read_json(path: str) -> Any:
   with open(path) as file:
     return json.load(file)
+
+
+def load_run_config(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """The resolved (locked) config and the data description a training run recorded."""
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  info_path = os.path.join(workdir, DATA_INFO_FILE)
+  if not (os.path.isfile(config_path) and os.path.isfile(info_path)):
+    raise WorkdirError(f"{workdir} holds no training run (no {CONFIG_FILE} and "
+                       f"{DATA_INFO_FILE}); pass the --workdir of a run.")
+  config = ml_collections.ConfigDict(read_json(config_path))
+  config.lock()
+  return config, read_json(info_path)

@@ -72,7 +72,8 @@ def build_gan_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
       loss=get_gan_loss(config.loss.name), axis_name=parallel.DATA_AXIS)
   train_step = parallel.make_parallel_train_step(
       per_device_step, mesh=mesh, batch_size=config.train.batch_size,
-      latent_dim=config.model.latent_dim, latent_stream=TRAIN_STREAM)
+      latent_dim=config.model.latent_dim, latent_stream=TRAIN_STREAM,
+      skip_nonfinite=config.train.on_nonfinite == "skip")
 
   @jax.jit
   def sample(generator_state, latents_nz):

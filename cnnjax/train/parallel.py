@@ -8,6 +8,7 @@ replicated; batches and per-step latents are sharded along their leading axis.
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -50,12 +51,17 @@ def put_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str
 def make_parallel_train_step(
     per_device_step: Callable[..., tuple[Any, dict[str, jax.Array]]], *,
     mesh: Mesh, batch_size: int, latent_dim: int, latent_stream: int,
+    skip_nonfinite: bool = False,
 ) -> Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]:
   """Jits `per_device_step(state, batch, latents)` data-parallel over `mesh`.
 
   The step's latents (batch_size, latent_dim) are drawn inside the jitted function from
   the state's key for `latent_stream` (folded with the step) at global shape, then
   sharded like the batch: the numbers do not depend on the number of devices.
+
+  Every step's metrics are checked for NaN/inf on device (`state.divergence`); with
+  `skip_nonfinite`, a step with non-finite metrics leaves the state unchanged but for
+  its step counter and divergence record.
 
   Returns:
     `step(state, batch) -> (state, metrics)`; the input state is donated.
@@ -71,7 +77,13 @@ def make_parallel_train_step(
     key = state.step_key(latent_stream)
     latents = jax.random.normal(key, (batch_size, latent_dim))
     latents = jax.lax.with_sharding_constraint(latents, data_sharded(mesh))
-    return sharded_step(state, batch, latents)
+    new_state, metrics = sharded_step(state, batch, latents)
+    divergence, finite = state.divergence.update(state.step + 1, metrics)
+    if skip_nonfinite:
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                               new_state, state)
+    new_state = new_state.replace(step=state.step + 1, divergence=divergence)
+    return new_state, metrics
 
   return jax.jit(step, donate_argnums=0,
                  out_shardings=(replicated(mesh), replicated(mesh)))

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from cnnjax.train.divergence import DivergenceRecord
+
 # Independent random streams derived from the run's seed with `jax.random.fold_in`.
 TRAIN_STREAM = 0    # Folded with the step: latents and noise of each training step.
 SAMPLE_STREAM = 1   # Fixed latents of the sample grids, identical at every step.
@@ -31,11 +33,13 @@ class GanState:
     rng: raw key data (uint32) of the run's base key; each step folds in its number.
     generator: the generator's `PlayerState`.
     discriminator: the discriminator's `PlayerState`.
+    divergence: steps with non-finite metrics (see `cnnjax.train.divergence`).
   """
   step: jax.Array
   rng: jax.Array
   generator: PlayerState
   discriminator: PlayerState
+  divergence: DivergenceRecord
 
   def step_key(self, stream: int) -> jax.Array:
     """The key of `stream` for the current step."""
@@ -72,4 +76,5 @@ def init_gan_state(*, seed: int, generator: nn.Module, discriminator: nn.Module,
                             jnp.zeros((1, latent_dim), jnp.float32)),
       discriminator=init_player(discriminator, d_optimizer, d_key,
                                 jnp.zeros((1, *image_shape), jnp.float32)),
+      divergence=DivergenceRecord.empty(),
   )

@@ -3,6 +3,8 @@
 import ml_collections
 
 from cnnjax.data.pipeline import RESIZE_MODES
+from cnnjax.train.checkpointing import validate_checkpoint_config
+from cnnjax.train.divergence import NONFINITE_MODES
 from cnnjax.errors import ConfigError
 from cnnjax.losses.gan import get_gan_loss
 from cnnjax.models import GAN_MODELS, compute_dtype
@@ -49,6 +51,10 @@ def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> 
                     ("batch_size", "log_every", "sample_every", "num_samples"))
   _require(config.train.num_steps >= 0,
            f"train.num_steps must be >= 0, got {config.train.num_steps}.")
+  _require(config.train.on_nonfinite in NONFINITE_MODES,
+           f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
+           f"got {config.train.on_nonfinite!r}.")
+  validate_checkpoint_config(config.checkpoint)
   _require(config.train.batch_size % num_devices == 0,
            f"train.batch_size={config.train.batch_size} is not divisible by the "
            f"{num_devices} devices; use a multiple of {num_devices}.")

@@ -1,0 +1,32 @@
+"""Which training loop runs a config: `config.experiment` names it."""
+
+from typing import Callable
+
+import ml_collections
+
+from cnnjax.errors import ConfigError
+
+
+def _gan(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  from cnnjax.train.gan_loop import train_and_evaluate
+  return train_and_evaluate(config, workdir)
+
+
+def _classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  from cnnjax.train.classifier_loop import train_and_evaluate
+  return train_and_evaluate(config, workdir)
+
+
+EXPERIMENTS: dict[str, Callable[[ml_collections.ConfigDict, str], dict[str, float]]] = {
+    "gan": _gan,
+    "classifier": _classifier,
+}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs the training loop of `config.experiment` (default "gan") into `workdir`."""
+  experiment = config.get("experiment", "gan")
+  if experiment not in EXPERIMENTS:
+    raise ConfigError(f"Unknown experiment {experiment!r}: use one of "
+                      f"{', '.join(EXPERIMENTS)}.")
+  return EXPERIMENTS[experiment](config, workdir)
