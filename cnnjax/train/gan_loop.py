@@ -29,6 +29,12 @@ from cnnjax.train.resume import check_resumable
 from cnnjax.train.validation import validate_gan_config
 
 CONFIG_CHANGES_FILE = "config_changes.jsonl"
+_all_finite = jax.jit(all_finite)
+
+
+def _fetch(tree):
+  """Every device-to-host read of the loop goes through here (and so is countable)."""
+  return jax.device_get(tree)
 
 
 def _check_dataset_fits(config: ml_collections.ConfigDict, height: int, width: int) -> None:
@@ -56,15 +62,16 @@ def _record_config(workdir: str, config_dict: dict, is_writer: bool) -> None:
 
 def _guard_finite(state, metric_names: list[str], check_parameters: bool) -> None:
   """Raises `NonFiniteError` if the run diverged (called before every checkpoint)."""
-  if int(state.divergence.first_step) >= 0:
+  divergence = _fetch(state.divergence)
+  if divergence.first_step >= 0:
     raise NonFiniteError(
-        f"Training diverged: {state.divergence.describe(metric_names)}; the last good "
+        f"Training diverged: {divergence.describe(metric_names)}; the last good "
         "checkpoint is kept. Lower the learning rates, change the loss, or set "
         "train.on_nonfinite=skip.")
-  if check_parameters and not bool(jax.jit(all_finite)(state)):
+  if check_parameters and not _fetch(_all_finite(state)):
     raise NonFiniteError(
-        f"Training diverged: a parameter is not finite at step {int(state.step)}; the "
-        "last good checkpoint is kept.")
+        f"Training diverged: a parameter is not finite at step "
+        f"{_fetch(state.step)}; the last good checkpoint is kept.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -129,26 +136,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
           state, parallel.put_global_batch(next(batches), mesh))
       metric_names = list(metrics)
       is_last = step == num_steps
-      if step % config.train.log_every == 0 or is_last:
-        logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      is_log_step = step % config.train.log_every == 0 or is_last
+      stop = preemption.agreed(is_sync_point=is_log_step)
+      if is_log_step:
+        logged = {k: float(v) for k, v in _fetch(metrics).items()}
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=False)
-        logged["nonfinite_steps"] = float(state.divergence.count)
+        logged["nonfinite_steps"] = float(_fetch(state.divergence.count))
         logged.update(progress.update(step))
         writer.write_scalars(step, logged)
         logging.info("%s", progress.describe(step, logged))
       if (step % config.train.sample_every == 0 or is_last) and is_writer:
-        grid = make_grid(np.asarray(jax.device_get(
+        grid = make_grid(np.asarray(_fetch(
             program.sample(state.generator, sample_latents))))
         samples_dir = os.path.join(workdir, "samples")
         os.makedirs(samples_dir, exist_ok=True)
         save_png(os.path.join(samples_dir, f"grid_{step:06d}.png"), grid)
         writer.write_image(step, "samples", grid)
-      if step % config.checkpoint.every == 0 or is_last or preemption.requested:
+      if step % config.checkpoint.every == 0 or is_last or stop:
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=True)
         checkpointer.save(step, state, batches, metrics=logged)
-      if preemption.requested:
+      if stop:
         logging.info("Stopped at step %d; rerun the same command to resume.", step)
         break
   finally:

@@ -4,7 +4,10 @@ import signal
 import threading
 from types import FrameType
 
+import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -21,6 +24,20 @@ class PreemptionSignal:
   @property
   def requested(self) -> bool:
     return self._event.is_set()
+
+  def agreed(self, is_sync_point: bool) -> bool:
+    """Whether to stop now, the same answer in every process.
+
+    With one process this is `requested`. With several, the processes must stop (and
+    save, collectively) at the same step, so they agree by an all-gather, made only at
+    `is_sync_point` steps (logging steps) to keep the loop free of per-step syncs.
+    """
+    if jax.process_count() == 1:
+      return self.requested
+    if not is_sync_point:
+      return False
+    flags = multihost_utils.process_allgather(np.array(self.requested))
+    return bool(np.any(flags))
 
   def _handle(self, signum: int, frame: FrameType | None) -> None:
     del frame

@@ -1,0 +1,298 @@
+"""`train_and_evaluate` for the in-domain classifier (`configs/classifier.py`): the GAN's
+runtime (checks before writing, resume, preemption, metrics) with a supervised step whose
+gradients are averaged with `pmean` and whose BatchNorm is synchronised over the mesh.
+At the end the test-split accuracy goes to `workdir/eval.json`.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from flax import struct
+from jax.sharding import Mesh
+
+from cnnjax.data.pipeline import RESIZE_MODES, make_train_dataset
+from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_data_source
+from cnnjax.errors import CheckpointError, DatasetError, WorkdirError
+from cnnjax.io.metrics_writer import MetricsWriter
+from cnnjax.io.workdir import (DATA_INFO_FILE, load_run_config, prepare_workdir,
+                               write_json_atomic)
+from cnnjax.evaluation.features import Extractor, split_accuracy
+from cnnjax.models.classifier import Classifier, build_classifier, random_shift
+from cnnjax.train import parallel
+from cnnjax.train.checkpointing import Checkpointer, validate_checkpoint_config
+from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
+from cnnjax.train.gan_loop import _check_dataset_fits, _guard_finite, _record_config
+from cnnjax.train.preemption import PreemptionSignal
+from cnnjax.train.progress import Progress
+from cnnjax.train.state import INIT_STREAM, TRAIN_STREAM, PlayerState, base_key_data, init_player
+from cnnjax.train.validation import _require, _require_positive
+
+EVAL_FILE = "eval.json"
+TRAIN_CLASSIFIER_HINT = ("python run.py --config=configs/classifier.py:digits "
+                         "--workdir=DIR")
+
+
+@struct.dataclass
+class ClassifierState:
+  """Step (int32), raw base key data, the network and the record of non-finite steps."""
+  step: jax.Array
+  rng: jax.Array
+  model: PlayerState
+  divergence: DivergenceRecord
+
+  def step_key(self, stream: int) -> jax.Array:
+    """The key of `stream` for the current step."""
+    stream_key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), stream)
+    return jax.random.fold_in(stream_key, self.step)
+
+
+def classifier_train_step(state: ClassifierState, batch: dict[str, jax.Array],
+                          noise_b2: jax.Array, *, model: Classifier,
+                          optimizer: optax.GradientTransformation, max_shift: int,
+                          axis_name: str) -> tuple[ClassifierState, dict[str, jax.Array]]:
+  """One cross-entropy update on one device's shard (`image` (b, H, W, C), `label` (b,)).
+
+  Returns:
+    The new state and scalar metrics averaged over `axis_name`.
+  """
+  images = random_shift(batch["image"], noise_b2, max_shift) if max_shift else batch["image"]
+
+  def loss_fn(params):
+    (logits_bk, _), updates = model.apply(
+        {"params": params, "batch_stats": state.model.batch_stats}, images, train=True,
+        mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits_bk, batch["label"])
+    return loss.mean(), (updates["batch_stats"], logits_bk)
+
+  (loss, (batch_stats, logits_bk)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.model.params)
+  grads = jax.lax.pmean(grads, axis_name)
+  updates, opt_state = optimizer.update(grads, state.model.opt_state, state.model.params)
+  new_model = PlayerState(params=optax.apply_updates(state.model.params, updates),
+                          batch_stats=batch_stats, opt_state=opt_state)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+             "accuracy": jnp.mean(jnp.argmax(logits_bk, -1) == batch["label"])}
+  return state.replace(model=new_model), jax.lax.pmean(metrics, axis_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierProgram:
+  """A classifier's module and its jitted functions over `mesh`.
+
+  Attributes:
+    init_state: `() -> ClassifierState`, replicated, deterministic from the seed.
+    train_step: `(state, batch) -> (state, metrics)`, data-parallel, donating `state`.
+    predict: `(model_state, images (B, h, w, C) in [-1, 1], B sharded over the mesh)
+      -> (logits (B, K), features (B, D))`, replicated; images are resized to
+      `image_size` first when their size differs.
+  """
+  mesh: Mesh
+  model: Classifier
+  image_size: int
+  channels: int
+  init_state: Callable[[], ClassifierState]
+  train_step: Callable[[ClassifierState, dict[str, jax.Array]],
+                       tuple[ClassifierState, dict[str, jax.Array]]]
+  predict: Callable[[PlayerState, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def _init_state(*, seed: int, model: Classifier, optimizer: optax.GradientTransformation,
+                image_shape: tuple[int, int, int]) -> ClassifierState:
+  init_key = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
+  return ClassifierState(
+      step=jnp.zeros((), jnp.int32), rng=base_key_data(seed),
+      model=init_player(model, optimizer, init_key, jnp.zeros((1, *image_shape))),
+      divergence=DivergenceRecord.empty())
+
+
+def _predict(model_state: PlayerState, images_bhwc: jax.Array, *, model: Classifier,
+             image_size: int) -> tuple[jax.Array, jax.Array]:
+  batch, height, width, channels = images_bhwc.shape
+  if (height, width) != (image_size, image_size):
+    images_bhwc = jax.image.resize(images_bhwc, (batch, image_size, image_size, channels),
+                                   "bilinear")
+  return model.apply({"params": model_state.params,
+                      "batch_stats": model_state.batch_stats}, images_bhwc, train=False)
+
+
+def build_classifier_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
+                             channels: int, num_classes: int) -> ClassifierProgram:
+  """Builds the `ClassifierProgram` of a (validated) classifier config."""
+  image_size = config.data.image_size
+  model = build_classifier(config.model, num_classes=num_classes,
+                           axis_name=parallel.DATA_AXIS)
+  warmup_steps = min(config.optim.warmup_steps, max(config.train.num_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.optim.lr, warmup_steps, max(config.train.num_steps, warmup_steps + 1),
+      end_value=config.optim.lr * 0.01)
+  optimizer = optax.adamw(schedule, weight_decay=config.optim.weight_decay)
+  init = functools.partial(_init_state, seed=config.seed, model=model,
+                           optimizer=optimizer,
+                           image_shape=(image_size, image_size, channels))
+  per_device_step = functools.partial(
+      classifier_train_step, model=model, optimizer=optimizer,
+      max_shift=config.data.max_shift, axis_name=parallel.DATA_AXIS)
+  train_step = parallel.make_parallel_train_step(
+      per_device_step, mesh=mesh, batch_size=config.train.batch_size, latent_dim=2,
+      latent_stream=TRAIN_STREAM, skip_nonfinite=config.train.on_nonfinite == "skip")
+  predict = jax.jit(functools.partial(_predict, model=model, image_size=image_size),
+                    out_shardings=parallel.replicated(mesh))
+  return ClassifierProgram(
+      mesh=mesh, model=model, image_size=image_size, channels=channels,
+      init_state=jax.jit(init, out_shardings=parallel.replicated(mesh)),
+      train_step=train_step, predict=predict)
+
+
+def validate_classifier_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises `ConfigError` naming the first invalid field of a classifier config."""
+  build_classifier(config.model, num_classes=1, axis_name=None)  # Checks the model.
+  _require(config.data.resize in RESIZE_MODES,
+           f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.data.resize!r}.")
+  _require_positive(config.data, "data", ("image_size", "num_threads", "prefetch"))
+  _require(0 <= config.data.max_shift < config.data.image_size,
+           f"data.max_shift must be in [0, data.image_size), got {config.data.max_shift}.")
+  _require_positive(config.optim, "optim", ("lr",))
+  _require(config.optim.warmup_steps >= 0 and config.optim.weight_decay >= 0,
+           "optim.warmup_steps and optim.weight_decay must be >= 0.")
+  _require_positive(config.train, "train", ("batch_size", "log_every", "eval_batch_size"))
+  _require(config.train.num_steps >= 0,
+           f"train.num_steps must be >= 0, got {config.train.num_steps}.")
+  _require(config.train.on_nonfinite in NONFINITE_MODES,
+           f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
+           f"got {config.train.on_nonfinite!r}.")
+  validate_checkpoint_config(config.checkpoint)
+  for field in ("batch_size", "eval_batch_size"):
+    _require(config.train[field] % num_devices == 0,
+             f"train.{field}={config.train[field]} is not divisible by the {num_devices} "
+             f"devices; use a multiple of {num_devices}.")
+
+
+def restore_classifier(workdir: str, step: int | None = None):
+  """Builds a trained classifier's program and restores its state (read-only).
+
+  Returns:
+    (config, program, state, step).
+
+  Raises:
+    WorkdirError, CheckpointError: `workdir` holds no trained classifier; the message
+      says how to train one.
+  """
+  try:
+    config, data_info = load_run_config(workdir)
+  except WorkdirError:
+    raise WorkdirError(f"{workdir} holds no trained classifier; train one with "
+                       f"`{TRAIN_CLASSIFIER_HINT}`.") from None
+  if config.get("experiment") != "classifier":
+    raise WorkdirError(f"{workdir} holds a {config.get('experiment', 'gan')!r} run, not a "
+                       f"classifier; train one with `{TRAIN_CLASSIFIER_HINT}`.")
+  program = build_classifier_program(
+      config, mesh=parallel.make_data_mesh(), channels=data_info["image_shape"][-1],
+      num_classes=data_info["num_classes"])
+  with contextlib.closing(Checkpointer(workdir, config.checkpoint,
+                                       read_only=True)) as checkpointer:
+    restored = checkpointer.restore(jax.eval_shape(program.init_state), step=step)
+  if restored is None:
+    raise CheckpointError(f"The classifier in {workdir} has no checkpoint yet; finish "
+                          f"training it with `{TRAIN_CLASSIFIER_HINT}`.")
+  return (config, program, *restored)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the classifier of `config` in `workdir`, then writes the test
+  accuracy to `workdir/eval.json`.
+
+  Returns:
+    The last logged training metrics and the test metrics.
+  """
+  with PreemptionSignal() as preemption:
+    return _train(config, workdir, preemption)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           preemption: PreemptionSignal) -> dict[str, float]:
+  mesh = parallel.make_data_mesh()
+  validate_classifier_config(config, num_devices=mesh.size)
+  source, info = get_data_source(config.data.name, config.data.split,
+                                 config.data.data_dir or None)
+  get_data_source(config.data.name, config.data.test_split, config.data.data_dir or None)
+  height, width, channels = dataset_image_shape(info)
+  _check_dataset_fits(config, height, width)
+  num_classes = dataset_num_classes(info)
+  if num_classes is None:
+    raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
+                       "train the classifier on a labelled dataset.")
+  is_writer = jax.process_index() == 0
+  workdir = prepare_workdir(workdir)
+  _record_config(workdir, json.loads(config.to_json()), is_writer)
+  if is_writer:
+    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), dict(
+        name=config.data.name, split=config.data.split, num_classes=num_classes,
+        image_shape=[height, width, channels]))
+
+  program = build_classifier_program(config, mesh=mesh, channels=channels,
+                                     num_classes=num_classes)
+  batches = iter(make_train_dataset(
+      source, seed=config.seed, global_batch_size=config.train.batch_size,
+      image_size=config.data.image_size, resize=config.data.resize, has_label=True,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+      cache_in_memory=config.data.cache_in_memory))
+  checkpointer = Checkpointer(workdir, config.checkpoint)
+  restored = checkpointer.restore(jax.eval_shape(program.init_state), batches)
+  state, start_step = restored if restored else (program.init_state(), 0)
+  writer = MetricsWriter(workdir, enabled=is_writer, resume_step=start_step)
+  num_steps = config.train.num_steps
+  progress = Progress(start_step=start_step, num_steps=num_steps)
+  logged: dict[str, float] = {}
+  logging.info("Training the %s classifier on %s, steps %d to %d, over %d devices into "
+               "%s.", config.model.name, config.data.name, start_step, num_steps,
+               mesh.size, workdir)
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      state, metrics = program.train_step(
+          state, parallel.put_global_batch(next(batches), mesh))
+      is_last = step == num_steps
+      if step % config.train.log_every == 0 or is_last:
+        logged = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        if config.train.on_nonfinite == "stop":
+          _guard_finite(state, list(metrics), check_parameters=False)
+        logged.update(progress.update(step))
+        writer.write_scalars(step, logged)
+        logging.info("%s | accuracy %.4f", progress.describe(step, logged),
+                     logged["accuracy"])
+      if step % config.checkpoint.every == 0 or is_last or preemption.requested:
+        if config.train.on_nonfinite == "stop":
+          _guard_finite(state, list(metrics), check_parameters=True)
+        checkpointer.save(step, state, batches, metrics=logged)
+      if preemption.requested:
+        logging.info("Stopped at step %d; rerun the same command to resume.", step)
+        return logged
+    final_step = int(state.step)
+    extractor = Extractor(program, state.model, batch_size=config.train.eval_batch_size,
+                          extractor_id=f"classifier:{workdir}@{final_step}")
+    test_metrics = {f"test_{name}": value for name, value in split_accuracy(
+        extractor, config.data, config.data.test_split).items()}
+    if num_steps > start_step:
+      writer.write_scalars(final_step, test_metrics)
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  logging.info("Test accuracy at step %d: %.4f on %d %s examples.", final_step,
+               test_metrics["test_accuracy"], test_metrics["test_num_examples"],
+               config.data.test_split)
+  if is_writer:
+    write_json_atomic(os.path.join(workdir, EVAL_FILE), {
+        "step": final_step, "metrics": test_metrics,
+        "settings": {"dataset": config.data.name, "split": config.data.test_split,
+                     "image_size": config.data.image_size}})
+  return {**logged, **test_metrics}
