@@ -15,7 +15,7 @@ import pytest
 
 from cnnjax.errors import NonFiniteError, WorkdirError
 from cnnjax.io.workdir import load_run_config
-from cnnjax.train import gan_loop
+from cnnjax.train import gan_loop, loop
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.sampling import restore_run_state
 from conftest import REPO_ROOT, load_config
@@ -117,8 +117,8 @@ class _PoisonBatch:
 
 
 def _poisoned_dataset(monkeypatch, at: int):
-  make = gan_loop.make_train_dataset
-  monkeypatch.setattr(gan_loop, "make_train_dataset",
+  make = loop.make_train_dataset
+  monkeypatch.setattr(loop, "make_train_dataset",
                       lambda *args, **kwargs: make(*args, **kwargs).map(_PoisonBatch(at)))
 
 

@@ -23,6 +23,15 @@ EXPERIMENTS: dict[str, Callable[[ml_collections.ConfigDict, str], dict[str, floa
 }
 
 
+def build_program(config: ml_collections.ConfigDict, **kwargs):
+  """The program (jitted init, step, generate) of `config.experiment`, for restoring."""
+  experiment = config.get("experiment", "gan")
+  if experiment == "gan":
+    from cnnjax.train.gan_program import build_gan_program
+    return build_gan_program(config, **kwargs)
+  raise ConfigError(f"Runs of experiment {experiment!r} cannot be sampled.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs the training loop of `config.experiment` (default "gan") into `workdir`."""
   experiment = config.get("experiment", "gan")

@@ -43,6 +43,8 @@ class GanProgram:
     init_state: `() -> GanState`, replicated over the mesh, deterministic from the seed.
     train_step: `(state, batch) -> (state, metrics)`, data-parallel, donating `state`.
     sample: `(generator_state, latents (N, Z)) -> images (N, H, W, C)` in inference mode.
+    latent_dim: size of the latent vectors.
+    grid_latents: the fixed latents (num_samples, Z) of every sample grid of the run.
   """
   mesh: Mesh
   generator: nn.Module
@@ -52,11 +54,25 @@ class GanProgram:
   train_step: Callable[[GanState, dict[str, jax.Array]],
                        tuple[GanState, dict[str, jax.Array]]]
   sample: Callable[[Any, jax.Array], jax.Array]
+  latent_dim: int
+  grid_latents: jax.Array
+
+  def generate(self, state: GanState, latents_nz: jax.Array) -> jax.Array:
+    """Images (N, H, W, C) in [-1, 1] from latents, with the generator in inference mode."""
+    return self.sample(state.generator, latents_nz)
+
+  def grids(self, state: GanState) -> dict[str, jax.Array]:
+    """The run's sample grid: the same latents at every step, so grids compare."""
+    return {"samples": self.generate(state, self.grid_latents)}
 
 
-def build_gan_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
-                      channels: int) -> GanProgram:
-  """Builds the `GanProgram` of a (validated) config for images with `channels`."""
+def build_gan_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels: int,
+                      num_classes: int | None = None) -> GanProgram:
+  """Builds the `GanProgram` of a (validated) config for images with `channels`.
+
+  `num_classes` is the dataset's (None: unlabelled); unconditional GANs ignore it.
+  """
+  del num_classes
   resolution = config.data.image_size
   generator, discriminator = build_gan(config.model, resolution=resolution,
                                        channels=channels, axis_name=parallel.DATA_AXIS)
@@ -85,4 +101,6 @@ def build_gan_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
       mesh=mesh, generator=generator, discriminator=discriminator,
       per_device_step=per_device_step,
       init_state=jax.jit(init, out_shardings=parallel.replicated(mesh)),
-      train_step=train_step, sample=sample)
+      train_step=train_step, sample=sample, latent_dim=config.model.latent_dim,
+      grid_latents=parallel.put_replicated(fixed_sample_latents(
+          config.seed, config.train.num_samples, config.model.latent_dim), mesh))

@@ -11,7 +11,7 @@ from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.workdir import load_run_config
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import Checkpointer
-from cnnjax.train.gan_program import build_gan_program
+from cnnjax.train.experiments import build_program
 
 def restore_run_state(workdir: str, step: int | None = None):
   """Builds a run's program and restores its state from a checkpoint (read-only).
@@ -20,8 +20,9 @@ def restore_run_state(workdir: str, step: int | None = None):
     (config, program, state, step).
   """
   config, data_info = load_run_config(workdir)
-  program = build_gan_program(config, mesh=parallel.make_data_mesh(),
-                              channels=data_info["image_shape"][-1])
+  program = build_program(config, mesh=parallel.make_data_mesh(),
+                          channels=data_info["image_shape"][-1],
+                          num_classes=data_info["num_classes"])
   checkpointer = Checkpointer(workdir, config.checkpoint, read_only=True)
   try:
     restored = checkpointer.restore(jax.eval_shape(program.init_state), step=step)
@@ -51,8 +52,8 @@ def sample_to_png(workdir: str, *, num: int, seed: int, out: str,
                        "first.")
   workdir = os.path.abspath(workdir)
   config, program, state, restored_step = restore_run_state(workdir, step)
-  latents = jax.random.normal(jax.random.key(seed), (num, config.model.latent_dim))
-  images = np.asarray(jax.device_get(program.sample(state.generator, latents)))
+  latents = jax.random.normal(jax.random.key(seed), (num, program.latent_dim))
+  images = np.asarray(jax.device_get(program.generate(state, latents)))
   save_png(out, make_grid(images))
   logging.info("Wrote %d samples from step %d to %s.", num, restored_step, out)
   return restored_step

@@ -1,0 +1,181 @@
+"""The training runtime shared by every experiment: inputs checked, state restored, the
+loop, its outputs.
+
+An experiment supplies a config validator and a program builder. The program has
+`init_state()`, a jitted `train_step(state, batch) -> (state, metrics)` whose state has
+`step` and `divergence` fields, and `grids(state) -> {name: images (N, H, W, C)}` for the
+sample grids. A run resumes from its work directory's newest complete checkpoint when
+relaunched with the same command; SIGTERM/SIGINT checkpoint the current step and end the
+run with status 0.
+"""
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnnjax.data.pipeline import make_train_dataset
+from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_data_source
+from cnnjax.errors import ConfigError, NonFiniteError
+from cnnjax.io.images import make_grid, save_png
+from cnnjax.io.metrics_writer import MetricsWriter
+from cnnjax.io.workdir import (CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json,
+                               write_json_atomic)
+from cnnjax.train import parallel
+from cnnjax.train.checkpointing import Checkpointer
+from cnnjax.train.divergence import all_finite
+from cnnjax.train.preemption import PreemptionSignal
+from cnnjax.train.progress import Progress
+from cnnjax.train.resume import check_resumable
+
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+_all_finite = jax.jit(all_finite)
+
+
+def _fetch(tree):
+  """Every device-to-host read of the loop goes through here (and so is countable)."""
+  return jax.device_get(tree)
+
+
+def _check_dataset_fits(config: ml_collections.ConfigDict, height: int, width: int) -> None:
+  if config.data.resize == "pad" and max(height, width) > config.data.image_size:
+    raise ConfigError(
+        f"{config.data.name} images are {height}x{width}, larger than "
+        f"data.image_size={config.data.image_size}; set data.resize='resize' or a "
+        "larger data.image_size.")
+
+
+def _record_config(workdir: str, config_dict: dict, is_writer: bool) -> None:
+  """Checks a relaunch against the workdir's config, then (re)writes config.json."""
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  changes = {}
+  if os.path.exists(config_path):
+    changes = check_resumable(read_json(config_path), config_dict, workdir)
+  if not is_writer:
+    return
+  if changes:
+    with open(os.path.join(workdir, CONFIG_CHANGES_FILE), "a") as file:
+      file.write(json.dumps({path: {"previous": old, "current": new}
+                             for path, (old, new) in changes.items()}) + "\n")
+  write_json_atomic(config_path, config_dict)
+
+
+def _guard_finite(state, metric_names: list[str], check_parameters: bool) -> None:
+  """Raises `NonFiniteError` if the run diverged (called before every checkpoint)."""
+  divergence = _fetch(state.divergence)
+  if divergence.first_step >= 0:
+    raise NonFiniteError(
+        f"Training diverged: {divergence.describe(metric_names)}; the last good "
+        "checkpoint is kept. Lower the learning rates, change the loss, or set "
+        "train.on_nonfinite=skip.")
+  if check_parameters and not _fetch(_all_finite(state)):
+    raise NonFiniteError(
+        f"Training diverged: a parameter is not finite at step "
+        f"{_fetch(state.step)}; the last good checkpoint is kept.")
+
+
+def _write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
+                 writer: MetricsWriter) -> None:
+  """Saves each named batch of images as `DIR/<name>/grid_<step>.png` and to TensorBoard."""
+  for name, images in grids.items():
+    grid = make_grid(np.asarray(images))
+    directory = os.path.join(workdir, name)
+    os.makedirs(directory, exist_ok=True)
+    save_png(os.path.join(directory, f"grid_{step:06d}.png"), grid)
+    writer.write_image(step, name, grid)
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str, *,
+                 validate: Callable[[ml_collections.ConfigDict, int], None],
+                 build_program: Callable[..., Any]) -> dict[str, float]:
+  """Trains (or resumes) the experiment of `config` in `workdir`.
+
+  Every input is checked before anything in `workdir` is written. From the start,
+  SIGTERM/SIGINT make the run checkpoint its current step and return.
+
+  Args:
+    config: the experiment config (sections data, train, checkpoint; seed).
+    workdir: the run's directory.
+    validate: `(config, num_devices)` raising `ConfigError` for a bad config.
+    build_program: `(config, mesh=, channels=, num_classes=) -> program`.
+
+  Returns:
+    The metrics of the last logged step (empty if no step ran).
+  """
+  with PreemptionSignal() as preemption:
+    return _train(config, workdir, preemption, validate, build_program)
+
+
+def _train(config, workdir, preemption, validate, build_program) -> dict[str, float]:
+  mesh = parallel.make_data_mesh()
+  validate(config, mesh.size)
+  source, info = get_data_source(config.data.name, config.data.split,
+                                 config.data.data_dir or None)
+  height, width, channels = dataset_image_shape(info)
+  _check_dataset_fits(config, height, width)
+  num_classes = dataset_num_classes(info)
+  is_writer = jax.process_index() == 0
+  workdir = prepare_workdir(workdir)
+  _record_config(workdir, json.loads(config.to_json()), is_writer)
+  if is_writer:
+    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), {
+        "name": config.data.name, "split": config.data.split,
+        "image_shape": [height, width, channels], "num_classes": num_classes})
+
+  program = build_program(config, mesh=mesh, channels=channels, num_classes=num_classes)
+  batches = iter(make_train_dataset(
+      source, seed=config.seed, global_batch_size=config.train.batch_size,
+      image_size=config.data.image_size, resize=config.data.resize,
+      has_label=num_classes is not None, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_threads=config.data.num_threads,
+      prefetch=config.data.prefetch, cache_in_memory=config.data.cache_in_memory))
+  checkpointer = Checkpointer(workdir, config.checkpoint)
+  restored = checkpointer.restore(jax.eval_shape(program.init_state), batches)
+  if restored is None:
+    state, start_step = program.init_state(), 0
+  else:
+    state, start_step = restored
+    logging.info("Resumed from the checkpoint at step %d.", start_step)
+
+  writer = MetricsWriter(workdir, enabled=is_writer, resume_step=start_step)
+  num_steps = config.train.num_steps
+  progress = Progress(start_step=start_step, num_steps=num_steps)
+  metric_names: list[str] = []
+  logged: dict[str, float] = {}
+  logging.info("Training %s on %s, steps %d to %d, over %d devices into %s.",
+               config.get("experiment", "gan"), config.data.name, start_step, num_steps, mesh.size,
+               workdir)
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      state, metrics = program.train_step(
+          state, parallel.put_global_batch(next(batches), mesh))
+      metric_names = list(metrics)
+      is_last = step == num_steps
+      is_log_step = step % config.train.log_every == 0 or is_last
+      stop = preemption.agreed(is_sync_point=is_log_step)
+      if is_log_step:
+        logged = {k: float(v) for k, v in _fetch(metrics).items()}
+        if config.train.on_nonfinite == "stop":
+          _guard_finite(state, metric_names, check_parameters=False)
+        logged["nonfinite_steps"] = float(_fetch(state.divergence.count))
+        logged.update(progress.update(step))
+        writer.write_scalars(step, logged)
+        logging.info("%s", progress.describe(step, logged))
+      if (step % config.train.sample_every == 0 or is_last) and is_writer:
+        _write_grids(workdir, step, _fetch(program.grids(state)), writer)
+      if step % config.checkpoint.every == 0 or is_last or stop:
+        if config.train.on_nonfinite == "stop":
+          _guard_finite(state, metric_names, check_parameters=True)
+        checkpointer.save(step, state, batches, metrics=logged)
+      if stop:
+        logging.info("Stopped at step %d; rerun the same command to resume.", step)
+        break
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  return logged
