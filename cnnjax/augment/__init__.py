@@ -1,0 +1,1 @@
+"""cnnjax.augment: differentiable data augmentation for GAN training."""
