@@ -79,3 +79,19 @@ def test_same_seed_gives_bit_identical_states(programs):
   state_a, _ = _train(programs[8], batches)
   state_b, _ = _train(programs[8], batches)
   assert jax.tree.all(jax.tree.map(np.array_equal, state_a, state_b))
+
+
+def test_bfloat16_compute_keeps_float32_master_weights():
+  config = load_config("dcgan.py", "tiny")
+  config.model.dtype = "bfloat16"
+  program = build_gan_program(config, mesh=parallel.make_data_mesh(jax.devices()[:8]),
+                              channels=1)
+  state, metrics = _train(program, _batches(2))
+  dtypes = {leaf.dtype for leaf in jax.tree.leaves(
+      (state.generator.params, state.generator.opt_state,
+       state.discriminator.params, state.discriminator.opt_state))
+            if np.issubdtype(leaf.dtype, np.floating)}
+  assert dtypes == {np.dtype(np.float32)}
+  assert all(np.isfinite(value) for value in metrics.values())
+  images = program.generate(state, program.grid_latents)
+  assert images.dtype == np.float32 and images.shape[1:] == (RESOLUTION, RESOLUTION, 1)
