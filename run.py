@@ -9,6 +9,11 @@ Commands (the first positional argument; `train` when omitted):
           checkpoint; SIGTERM/SIGINT checkpoint the current step and exit with status 0.
   sample  Write a PNG grid of samples from a run's checkpoint (no training data needed):
             python run.py sample --workdir=DIR --num=64 --seed=0 --out=FILE.png [--step=N]
+  evaluate  Score a generative run's checkpoint with an in-domain classifier (FID, KID,
+          IS, precision/recall/density/coverage, two-sample test) into DIR/eval.json:
+            python run.py evaluate --workdir=DIR [--num_samples=10000] [--seed=0] [--step=N]
+          The classifier is the run's eval.extractor_workdir, trained with
+            python run.py --config=configs/classifier.py:digits --workdir=CLASSIFIER_DIR
 
 Bad input (flags, config values, datasets, work directories) ends with a one-line
 `error: ...` on stderr and exit status 2, before anything in the work directory changes.
@@ -22,7 +27,7 @@ from ml_collections import config_flags
 
 from cnnjax.errors import CnnjaxError
 
-COMMANDS = ("train", "sample")
+COMMANDS = ("train", "sample", "evaluate")
 
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with a variant: "
@@ -33,6 +38,8 @@ flags.DEFINE_integer("num", 64, "sample: number of images.")
 flags.DEFINE_integer("seed", 0, "sample: seed of the latents.")
 flags.DEFINE_string("out", None, "sample: the PNG file to write.")
 flags.DEFINE_integer("step", None, "sample: checkpoint step (default: the newest).")
+flags.DEFINE_integer("num_samples", None, "evaluate: samples to score (default: the run's "
+                     "eval.num_samples).")
 FLAGS = flags.FLAGS
 
 
@@ -79,6 +86,8 @@ def main(argv: list[str]) -> None:
       _train()
     elif command == "sample":
       _sample()
+    elif command == "evaluate":
+      _evaluate()
   except CnnjaxError as error:
     logging.flush()
     fail(error)
@@ -102,6 +111,14 @@ def _sample() -> None:
   from cnnjax.train.sampling import sample_to_png
   sample_to_png(FLAGS.workdir, num=FLAGS.num, seed=FLAGS.seed, out=FLAGS.out,
                 step=FLAGS.step)
+
+
+def _evaluate() -> None:
+  if FLAGS.num_samples is not None and FLAGS.num_samples <= 0:
+    fail(f"--num_samples must be positive, got {FLAGS.num_samples}.")
+  from cnnjax.evaluation.evaluate import evaluate_run  # Imports jax: after flag errors.
+  evaluate_run(FLAGS.workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
+               step=FLAGS.step)
 
 
 if __name__ == "__main__":

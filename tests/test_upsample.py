@@ -92,8 +92,11 @@ OTHER_METHOD_CASES = ("dcgan_same", "mixed_k_s_tk", "asymmetric", "stride_gt_ker
                       "circular_tk")
 
 
-@pytest.mark.parametrize("name, method", [(name, "phase") for name in CASES] + [
-    (name, method) for method in upsample.METHODS if method != "phase"
+DEFAULT_METHOD = FastConvTranspose.method
+
+
+@pytest.mark.parametrize("name, method", [(name, DEFAULT_METHOD) for name in CASES] + [
+    (name, method) for method in upsample.METHODS if method != DEFAULT_METHOD
     for name in OTHER_METHOD_CASES])
 def test_matches_flax_outputs_and_gradients(name, method):
   variables, x, y_ref, dv_ref, dx_ref = _reference(name)
@@ -103,15 +106,59 @@ def test_matches_flax_outputs_and_gradients(name, method):
   _assert_close((y, dv, dx), (y_ref, dv_ref, dx_ref))
 
 
+def test_default_method_is_hybrid():
+  assert DEFAULT_METHOD == "hybrid"
+
+
+@pytest.mark.parametrize("name", ["dcgan_same", "dilated_masked"])
+def test_hybrid_has_no_lhs_dilated_convolution_in_its_gradients(name):
+  variables, x = _reference(name)[:2]
+  layer = FastConvTranspose(**CASES[name][1], method="hybrid")
+  loss = lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x)))
+  forward = jax.jit(loss).lower(variables, x).as_text()
+  both = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(variables, x).as_text()
+  dilated = lambda hlo: [l for l in hlo.splitlines() if "stablehlo.convolution" in l
+                         and "lhs_dilate = [1, 1]" not in l]
+  assert len(dilated(forward)) == 1  # The forward pass is flax's convolution...
+  assert dilated(both) == dilated(forward)  # ... and only it is lhs-dilated.
+
+
+def test_hybrid_second_order_matches_flax():
+  """custom_jvp: grad-of-grad, jax.hessian and forward mode stay exact."""
+  variables, x = _reference("mixed_k_s_tk")[:2]
+  kwargs = CASES["mixed_k_s_tk"][1]
+  layers = FastConvTranspose(**kwargs, method="hybrid"), nn.ConvTranspose(**kwargs)
+
+  def penalty(layer):
+    grads = jax.grad(lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x))), (0, 1))
+    return lambda v, x: sum(jnp.sum(g**2) for g in jax.tree.leaves(grads(v, x)))
+
+  actual, expected = (jax.jit(jax.grad(penalty(l), (0, 1)))(variables, x)
+                      for l in layers)
+  _assert_close(actual, expected)
+  x_small = x[:1, :2, :2]
+  actual, expected = (jax.jit(jax.hessian(
+      lambda x, l=l: jnp.sum(jnp.sin(l.apply(variables, x)))))(x_small) for l in layers)
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+  actual, expected = (jax.jit(lambda v, l=l: jax.jvp(
+      lambda v: l.apply(v, x), (v,), (v,)))(variables) for l in layers)
+  _assert_close(actual, expected)
+
+
 def test_bfloat16_compute_matches_flax():
   x = _normal(10, (2, 4, 4, 8))
   kwargs = dict(features=4, kernel_size=(4, 4), strides=(2, 2), dtype=jnp.bfloat16)
   variables = _random_variables(nn.ConvTranspose(**kwargs), x)
   y_ref = jax.jit(nn.ConvTranspose(**kwargs).apply)(variables, x)
-  y = jax.jit(FastConvTranspose(**kwargs).apply)(variables, x)
-  assert y.dtype == y_ref.dtype == jnp.bfloat16
-  np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32),
-                             rtol=2e-2, atol=2e-2)
+  for method in ("hybrid", "phase"):
+    y = jax.jit(FastConvTranspose(**kwargs, method=method).apply)(variables, x)
+    assert y.dtype == y_ref.dtype == jnp.bfloat16
+    np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32),
+                               rtol=2e-2, atol=2e-2)
+  grads = jax.jit(jax.grad(lambda v: jnp.sum(
+      FastConvTranspose(**kwargs).apply(v, x).astype(jnp.float32))))(variables)
+  assert (jax.tree.map(lambda a: a.dtype, grads)
+          == jax.tree.map(lambda a: a.dtype, variables))
 
 
 def test_params_have_flax_names_shapes_and_init():

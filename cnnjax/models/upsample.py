@@ -3,10 +3,19 @@
 `flax.linen.ConvTranspose` calls `lax.conv_transpose`, i.e. a convolution with
 `lhs_dilation=strides`. On CPU, XLA computes the kernel gradient of that
 convolution pathologically slowly (jax-ml/jax#23783, #31662). `FastConvTranspose`
-computes exactly the same function with the same parameters, but only through
-undilated stride-1 convolutions or matmuls, whose gradients are fast:
+computes exactly the same function with the same parameters, but with gradients
+that avoid lhs-dilated convolutions:
 
-* `method='phase'` (default): sub-pixel decomposition. Output position
+* `method='hybrid'`: the forward pass is flax's own lhs-dilated convolution (fast
+  on CPU); a `jax.custom_jvp` makes its tangent in the kernel the 'phase'
+  decomposition below (with kernel dilation: 'zeros'), so reverse mode transposes
+  that into patches-transpose matmuls, while the input gradient is JAX's usual
+  transpose of the convolution in its input, an ordinary convolution of the
+  cotangent with the flipped kernel, strided by `strides`. A `custom_jvp` rather
+  than a `custom_vjp` keeps forward mode and every order of differentiation
+  (grad-of-grad, `jax.hessian`, `jax.jvp`) working and exact: the rule calls the
+  function itself, so each order reuses it. Every attribute is supported.
+* `method='phase'`: sub-pixel decomposition. Output position
   `o = s * q + r` only sees the kernel taps `j = (lo - r) mod s + s * m`, so each
   of the `prod(strides)` output phases is an ordinary convolution of the
   undilated input with a strided slice of the kernel, computed as one matmul
@@ -17,10 +26,13 @@ undilated stride-1 convolutions or matmuls, whose gradients are fast:
 * `method='zeros'`: inserts the `s - 1` zeros explicitly (`lax.pad` with interior
   padding), then runs one stride-1 convolution over the dilated input.
 
+The default is 'hybrid': see experiments/benchmarks/upsample_bench.py.
+
 All are checkpoint-compatible with `nn.ConvTranspose`: same parameter names,
 shapes and semantics (padding, `transpose_kernel`, 'CIRCULAR', mask, dtypes).
 """
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -33,10 +45,11 @@ from flax.linen.linear import (PaddingLike, PrecisionLike, PromoteDtypeFn,
                                canonicalize_padding, default_kernel_init)
 from flax.typing import Dtype, Initializer
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from cnnjax.errors import ConfigError
 
-METHODS = ("phase", "phase_conv", "zeros")
+METHODS = ("hybrid", "phase", "phase_conv", "zeros")
 
 
 def transpose_padding(kernel: int, stride: int, padding: str) -> tuple[int, int]:
@@ -161,6 +174,55 @@ def _patches_matmul(x_bsc: jax.Array, kernel_sio: jax.Array,
                          **dot_kwargs)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def conv_transpose_hybrid(x_bsc: jax.Array, kernel_sio: jax.Array,
+                          strides: tuple[int, ...],
+                          pads: tuple[tuple[int, int], ...],
+                          kernel_dilation: tuple[int, ...], precision: PrecisionLike,
+                          preferred_element_type: Dtype | None) -> jax.Array:
+  """`lax.conv_transpose` itself, differentiated without lhs-dilated kernel grads.
+
+  Args and result as `conv_transpose_zeros` (all but the arrays hashable).
+  """
+  return lax.conv_general_dilated(
+      x_bsc, kernel_sio, (1,) * len(strides), pads, lhs_dilation=strides,
+      rhs_dilation=kernel_dilation, dimension_numbers=_dimension_numbers(x_bsc.ndim),
+      precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _conv_transpose_hybrid_jvp(
+    strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
+    kernel_dilation: tuple[int, ...], precision: PrecisionLike,
+    preferred_element_type: Dtype | None, primals: tuple[jax.Array, jax.Array],
+    tangents: tuple[jax.Array | SymbolicZero, jax.Array | SymbolicZero]
+) -> tuple[jax.Array, jax.Array]:
+  """Bilinear: y' = f(x', k) + f(x, k'), the second term by phases (or zeros).
+
+  Symbolic-zero tangents (inputs not differentiated) are skipped, not computed.
+  """
+  (x_bsc, kernel_sio), (x_dot, kernel_dot) = primals, tangents
+  config = (strides, pads, kernel_dilation, precision, preferred_element_type)
+  conv_kwargs = dict(precision=precision,
+                     preferred_element_type=preferred_element_type)
+  y = conv_transpose_hybrid(x_bsc, kernel_sio, *config)
+  terms = []
+  if not isinstance(x_dot, SymbolicZero):
+    # Reverse mode transposes this, linear in x', with JAX's own rule: a conv of
+    # the cotangent with the flipped kernel, strided by `strides`, undilated.
+    terms.append(conv_transpose_hybrid(x_dot, kernel_sio, *config))
+  if isinstance(kernel_dot, SymbolicZero):
+    pass
+  elif all(d == 1 for d in kernel_dilation):
+    terms.append(conv_transpose_phase(x_bsc, kernel_dot, strides, pads, **conv_kwargs))
+  else:
+    terms.append(conv_transpose_zeros(x_bsc, kernel_dot, strides, pads,
+                                      kernel_dilation, **conv_kwargs))
+  return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+conv_transpose_hybrid.defjvp(_conv_transpose_hybrid_jvp, symbolic_zeros=True)
+
+
 class FastConvTranspose(nn.Module):
   """Drop-in `nn.ConvTranspose` whose gradients avoid lhs-dilated convolutions.
 
@@ -170,9 +232,10 @@ class FastConvTranspose(nn.Module):
   'ConvTranspose' too, so parents auto-name it like flax's layer. Extra attribute:
 
   Attributes:
-    method: 'phase' (sub-pixel decomposition as matmuls, default), 'phase_conv'
-      (the same with convolutions) or 'zeros' (explicit zero insertion); see
-      the module docstring. Kernel dilation > 1 always uses 'zeros'.
+    method: 'hybrid' (flax's forward, fast custom derivatives; default), 'phase'
+      (sub-pixel decomposition as matmuls), 'phase_conv' (the same with
+      convolutions) or 'zeros' (explicit zero insertion); see the module
+      docstring. With kernel dilation > 1, 'phase' and 'phase_conv' use 'zeros'.
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -189,7 +252,7 @@ class FastConvTranspose(nn.Module):
   transpose_kernel: bool = False
   promote_dtype: PromoteDtypeFn = flax_dtypes.promote_dtype
   preferred_element_type: Dtype | None = None
-  method: str = "phase"
+  method: str = "hybrid"
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -240,7 +303,7 @@ class FastConvTranspose(nn.Module):
       pads = [transpose_padding(k, s, padding)
               for k, s in zip(dilated_ksize, strides)]
     else:
-      pads = [tuple(p) for p in padding]
+      pads = [tuple(int(i) for i in p) for p in padding]
 
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
@@ -250,7 +313,12 @@ class FastConvTranspose(nn.Module):
 
     conv_kwargs = dict(precision=self.precision,
                        preferred_element_type=self.preferred_element_type)
-    if self.method != "zeros" and all(d == 1 for d in kernel_dilation):
+    if self.method == "hybrid":
+      precision = (tuple(self.precision) if isinstance(self.precision, list)
+                   else self.precision)  # nondiff_argnums are hashed.
+      y = conv_transpose_hybrid(inputs, kernel, strides, tuple(pads), kernel_dilation,
+                                precision, self.preferred_element_type)
+    elif self.method != "zeros" and all(d == 1 for d in kernel_dilation):
       y = conv_transpose_phase(inputs, kernel, strides, pads,
                                matmul=self.method == "phase", **conv_kwargs)
     else:

@@ -1,13 +1,12 @@
-"""`train_and_evaluate` for the in-domain classifier (`configs/classifier.py`): the GAN's
-runtime (checks before writing, resume, preemption, metrics) with a supervised step whose
-gradients are averaged with `pmean` and whose BatchNorm is synchronised over the mesh.
-At the end the test-split accuracy goes to `workdir/eval.json`.
+"""`train_and_evaluate` for the in-domain classifier (`configs/classifier.py`): the shared
+runtime (`cnnjax.train.loop`) with a supervised step whose gradients are averaged with
+`pmean` and whose BatchNorm is synchronised over the mesh. At the end the test-split
+accuracy goes to `workdir/eval.json`.
 """
 
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 from typing import Callable
 
@@ -19,20 +18,17 @@ from absl import logging
 from flax import struct
 from jax.sharding import Mesh
 
-from cnnjax.data.pipeline import RESIZE_MODES, make_train_dataset
-from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_data_source
+from cnnjax.data.pipeline import RESIZE_MODES
+from cnnjax.data.sources import dataset_num_classes, get_data_source
 from cnnjax.errors import CheckpointError, DatasetError, WorkdirError
-from cnnjax.io.metrics_writer import MetricsWriter
-from cnnjax.io.workdir import (DATA_INFO_FILE, load_run_config, prepare_workdir,
-                               write_json_atomic)
 from cnnjax.evaluation.features import Extractor, split_accuracy
+from cnnjax.io.metrics_writer import MetricsWriter
+from cnnjax.io.workdir import load_run_config, write_json_atomic
 from cnnjax.models.classifier import Classifier, build_classifier, random_shift
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import Checkpointer, validate_checkpoint_config
 from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
-from cnnjax.train.gan_loop import _check_dataset_fits, _guard_finite, _record_config
-from cnnjax.train.preemption import PreemptionSignal
-from cnnjax.train.progress import Progress
+from cnnjax.train.loop import run_training
 from cnnjax.train.state import INIT_STREAM, TRAIN_STREAM, PlayerState, base_key_data, init_player
 from cnnjax.train.validation import _require, _require_positive
 
@@ -79,7 +75,7 @@ def classifier_train_step(state: ClassifierState, batch: dict[str, jax.Array],
   updates, opt_state = optimizer.update(grads, state.model.opt_state, state.model.params)
   new_model = PlayerState(params=optax.apply_updates(state.model.params, updates),
                           batch_stats=batch_stats, opt_state=opt_state)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
              "accuracy": jnp.mean(jnp.argmax(logits_bk, -1) == batch["label"])}
   return state.replace(model=new_model), jax.lax.pmean(metrics, axis_name)
 
@@ -104,6 +100,11 @@ class ClassifierProgram:
                        tuple[ClassifierState, dict[str, jax.Array]]]
   predict: Callable[[PlayerState, jax.Array], tuple[jax.Array, jax.Array]]
 
+  def grids(self, state: ClassifierState) -> dict[str, jax.Array]:
+    """No sample grids: a classifier generates nothing."""
+    del state
+    return {}
+
 
 def _init_state(*, seed: int, model: Classifier, optimizer: optax.GradientTransformation,
                 image_shape: tuple[int, int, int]) -> ClassifierState:
@@ -125,8 +126,11 @@ def _predict(model_state: PlayerState, images_bhwc: jax.Array, *, model: Classif
 
 
 def build_classifier_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
-                             channels: int, num_classes: int) -> ClassifierProgram:
+                             channels: int, num_classes: int | None) -> ClassifierProgram:
   """Builds the `ClassifierProgram` of a (validated) classifier config."""
+  if num_classes is None:
+    raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
+                       "train the classifier on a labelled dataset.")
   image_size = config.data.image_size
   model = build_classifier(config.model, num_classes=num_classes,
                            axis_name=parallel.DATA_AXIS)
@@ -163,13 +167,19 @@ def validate_classifier_config(config: ml_collections.ConfigDict, num_devices: i
   _require_positive(config.optim, "optim", ("lr",))
   _require(config.optim.warmup_steps >= 0 and config.optim.weight_decay >= 0,
            "optim.warmup_steps and optim.weight_decay must be >= 0.")
-  _require_positive(config.train, "train", ("batch_size", "log_every", "eval_batch_size"))
+  _require_positive(config.train, "train",
+                    ("batch_size", "log_every", "sample_every", "eval_batch_size"))
   _require(config.train.num_steps >= 0,
            f"train.num_steps must be >= 0, got {config.train.num_steps}.")
   _require(config.train.on_nonfinite in NONFINITE_MODES,
            f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
            f"got {config.train.on_nonfinite!r}.")
   validate_checkpoint_config(config.checkpoint)
+  _, info = get_data_source(config.data.name, config.data.test_split,
+                            config.data.data_dir or None)
+  if dataset_num_classes(info) is None:
+    raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
+                       "train the classifier on a labelled dataset.")
   for field in ("batch_size", "eval_batch_size"):
     _require(config.train[field] % num_devices == 0,
              f"train.{field}={config.train[field]} is not divisible by the {num_devices} "
@@ -207,92 +217,32 @@ def restore_classifier(workdir: str, step: int | None = None):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) the classifier of `config` in `workdir`, then writes the test
-  accuracy to `workdir/eval.json`.
+  """Trains (or resumes) the classifier of `config` in `workdir`; once training is
+  complete, scores the test split and writes `workdir/eval.json`.
 
   Returns:
-    The last logged training metrics and the test metrics.
+    The last logged training metrics and, once complete, the `test_` metrics.
   """
-  with PreemptionSignal() as preemption:
-    return _train(config, workdir, preemption)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           preemption: PreemptionSignal) -> dict[str, float]:
-  mesh = parallel.make_data_mesh()
-  validate_classifier_config(config, num_devices=mesh.size)
-  source, info = get_data_source(config.data.name, config.data.split,
-                                 config.data.data_dir or None)
-  get_data_source(config.data.name, config.data.test_split, config.data.data_dir or None)
-  height, width, channels = dataset_image_shape(info)
-  _check_dataset_fits(config, height, width)
-  num_classes = dataset_num_classes(info)
-  if num_classes is None:
-    raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
-                       "train the classifier on a labelled dataset.")
-  is_writer = jax.process_index() == 0
-  workdir = prepare_workdir(workdir)
-  _record_config(workdir, json.loads(config.to_json()), is_writer)
-  if is_writer:
-    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), dict(
-        name=config.data.name, split=config.data.split, num_classes=num_classes,
-        image_shape=[height, width, channels]))
-
-  program = build_classifier_program(config, mesh=mesh, channels=channels,
-                                     num_classes=num_classes)
-  batches = iter(make_train_dataset(
-      source, seed=config.seed, global_batch_size=config.train.batch_size,
-      image_size=config.data.image_size, resize=config.data.resize, has_label=True,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      cache_in_memory=config.data.cache_in_memory))
-  checkpointer = Checkpointer(workdir, config.checkpoint)
-  restored = checkpointer.restore(jax.eval_shape(program.init_state), batches)
-  state, start_step = restored if restored else (program.init_state(), 0)
-  writer = MetricsWriter(workdir, enabled=is_writer, resume_step=start_step)
-  num_steps = config.train.num_steps
-  progress = Progress(start_step=start_step, num_steps=num_steps)
-  logged: dict[str, float] = {}
-  logging.info("Training the %s classifier on %s, steps %d to %d, over %d devices into "
-               "%s.", config.model.name, config.data.name, start_step, num_steps,
-               mesh.size, workdir)
-  try:
-    for step in range(start_step + 1, num_steps + 1):
-      state, metrics = program.train_step(
-          state, parallel.put_global_batch(next(batches), mesh))
-      is_last = step == num_steps
-      if step % config.train.log_every == 0 or is_last:
-        logged = {name: float(value) for name, value in jax.device_get(metrics).items()}
-        if config.train.on_nonfinite == "stop":
-          _guard_finite(state, list(metrics), check_parameters=False)
-        logged.update(progress.update(step))
-        writer.write_scalars(step, logged)
-        logging.info("%s | accuracy %.4f", progress.describe(step, logged),
-                     logged["accuracy"])
-      if step % config.checkpoint.every == 0 or is_last or preemption.requested:
-        if config.train.on_nonfinite == "stop":
-          _guard_finite(state, list(metrics), check_parameters=True)
-        checkpointer.save(step, state, batches, metrics=logged)
-      if preemption.requested:
-        logging.info("Stopped at step %d; rerun the same command to resume.", step)
-        return logged
-    final_step = int(state.step)
-    extractor = Extractor(program, state.model, batch_size=config.train.eval_batch_size,
-                          extractor_id=f"classifier:{workdir}@{final_step}")
-    test_metrics = {f"test_{name}": value for name, value in split_accuracy(
-        extractor, config.data, config.data.test_split).items()}
-    if num_steps > start_step:
-      writer.write_scalars(final_step, test_metrics)
-  finally:
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-  logging.info("Test accuracy at step %d: %.4f on %d %s examples.", final_step,
+  logged = run_training(config, workdir, validate=validate_classifier_config,
+                        build_program=build_classifier_program)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  extractor = Extractor.from_workdir(workdir, batch_size=config.train.eval_batch_size)
+  step = extractor.step
+  if step < config.train.num_steps:  # Preempted: evaluate when the run completes.
+    return logged
+  test_metrics = {f"test_{name}": value for name, value in split_accuracy(
+      extractor, config.data, config.data.test_split).items()}
+  logging.info("Test accuracy at step %d: %.4f on %d %s examples.", step,
                test_metrics["test_accuracy"], test_metrics["test_num_examples"],
                config.data.test_split)
-  if is_writer:
+  if jax.process_index() == 0:
+    if logged:  # Steps ran in this launch: log the test metrics with them, once.
+      writer = MetricsWriter(workdir, resume_step=step)
+      writer.write_scalars(step, test_metrics)
+      writer.close()
     write_json_atomic(os.path.join(workdir, EVAL_FILE), {
-        "step": final_step, "metrics": test_metrics,
-        "settings": {"dataset": config.data.name, "split": config.data.test_split,
+        "step": step, "metrics": test_metrics,
+        "settings": {"extractor_id": extractor.extractor_id, "dataset": config.data.name,
+                     "split": config.data.test_split,
                      "image_size": config.data.image_size}})
   return {**logged, **test_metrics}

@@ -17,9 +17,15 @@ def _classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, fl
   return train_and_evaluate(config, workdir)
 
 
+def _vae(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  from cnnjax.train.vae_loop import train_and_evaluate
+  return train_and_evaluate(config, workdir)
+
+
 EXPERIMENTS: dict[str, Callable[[ml_collections.ConfigDict, str], dict[str, float]]] = {
     "gan": _gan,
     "classifier": _classifier,
+    "vae": _vae,
 }
 
 
@@ -29,6 +35,9 @@ def build_program(config: ml_collections.ConfigDict, **kwargs):
   if experiment == "gan":
     from cnnjax.train.gan_program import build_gan_program
     return build_gan_program(config, **kwargs)
+  if experiment == "vae":
+    from cnnjax.train.vae_program import build_vae_program
+    return build_vae_program(config, **kwargs)
   raise ConfigError(f"Runs of experiment {experiment!r} cannot be sampled.")
 
 
