@@ -56,10 +56,22 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       on_nonfinite="stop",  # NaN/inf loss: "stop" with an error, or "skip" the step.
   ))
 
+  config.eval = ml_collections.ConfigDict(dict(
+      every=0,           # Steps between sample-quality evaluations (and the last step);
+                         # 0 = none. Needs extractor_workdir. Logged with the losses.
+      extractor_workdir="",  # A trained classifier run (configs/classifier.py) whose
+                         # features and logits score the samples.
+      reference_split="test",  # The real split samples are compared with.
+      num_samples=5000,  # Samples per evaluation (`run.py evaluate --num_samples`).
+      batch_size=500,    # Samples generated and scored per device call.
+      max_reference_features=10000,  # Raw real features kept for KID and PRDC.
+      reference_cache_dir="",  # Cached reference statistics; "" = <data_dir>/cnnjax_reference.
+  ))
+
   config.checkpoint = ml_collections.ConfigDict(dict(
       every=500,         # Steps between checkpoints (and one at the end).
       keep=3,            # Newest checkpoints kept.
-      best_metric="",    # Also keep the best checkpoint by this logged metric.
+      best_metric="",    # Also keep the best checkpoint by this logged metric ("fid").
       best_mode="min",   # "min" or "max" for best_metric.
       async_save=True,   # Write in the background while training continues.
   ))
@@ -76,6 +88,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.sample_every = 10
     config.train.num_samples = 16
     config.checkpoint.every = 10
+    config.eval.num_samples = 64
+    config.eval.batch_size = 32
   elif variant == "shapes":
     config.data.name = "shapes"
     config.data.image_size = 32

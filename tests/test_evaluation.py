@@ -37,19 +37,42 @@ def extractor(classifier_dir) -> Extractor:
 
 @pytest.fixture(scope="module")
 def gan_dir(tmp_path_factory, data_dir, classifier_dir) -> str:
-  """A finished tiny GAN run whose eval section names the tiny classifier."""
+  """A finished tiny GAN run, evaluated every 10 steps with the tiny classifier and
+  keeping its best checkpoint by FID."""
   config = load_config("dcgan.py", "tiny")
   config.data.data_dir = data_dir
-  with config.unlocked():
-    if "eval" not in config:
-      config.eval = ml_collections.ConfigDict(evaluate.EVAL_DEFAULTS)
-    config.eval.extractor_workdir = classifier_dir
-    config.eval.num_samples = 64
-    config.eval.batch_size = 32
-    config.eval.reference_cache_dir = str(tmp_path_factory.mktemp("reference_cache"))
+  config.eval.every = 10
+  config.eval.extractor_workdir = classifier_dir
+  config.eval.num_samples = 64
+  config.eval.batch_size = 32
+  config.eval.reference_cache_dir = str(tmp_path_factory.mktemp("reference_cache"))
+  config.checkpoint.best_metric = "fid"
+  config.checkpoint.keep = 1
   workdir = str(tmp_path_factory.mktemp("gan"))
   gan_loop.train_and_evaluate(config, workdir)
   return workdir
+
+
+def test_training_logs_every_metric_at_eval_steps_and_keeps_the_best_checkpoint(gan_dir):
+  records = [json.loads(line) for line in open(os.path.join(gan_dir, "metrics.jsonl"))]
+  evaluated = {record["step"]: record for record in records if "fid" in record}
+  assert sorted(evaluated) == [10, 20]
+  for record in evaluated.values():  # Logged with the losses, on the same line.
+    assert set(METRICS) <= set(record) and "d_loss" in record
+    assert all(np.isfinite(record[name]) for name in METRICS)
+  best_step = min(evaluated, key=lambda step: evaluated[step]["fid"])
+  steps = sorted(int(name) for name in os.listdir(os.path.join(gan_dir, "checkpoints"))
+                 if name.isdigit())
+  assert steps == sorted({best_step, 20})  # keep=1 newest, plus the best by FID.
+
+
+def test_training_eval_without_a_classifier_fails_before_writing(data_dir, tmp_path):
+  config = load_config("dcgan.py", "tiny")
+  config.data.data_dir = data_dir
+  config.eval.every = 10
+  with pytest.raises(ConfigError, match="configs/classifier.py:digits"):
+    gan_loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -36,10 +36,10 @@ from cnnjax.train.sampling import restore_run_state
 GenerateFn = Callable[[jax.Array, int], Any]
 
 # Metric settings (recorded in eval.json): KID subsets of at most this many samples,
-# the PRDC neighbourhood size (Naeem et al.'s recommendation), Inception Score splits,
+# the PRDC neighbourhood size (k = 3, as in Kynkäänniemi et al.), Inception Score splits,
 # optimiser steps of the two-sample test's classifier.
 KID_SUBSET_SIZE = 1000
-PRDC_K = 5
+PRDC_K = 3
 INCEPTION_SPLITS = 10
 TWO_SAMPLE_STEPS = 1000
 
@@ -290,3 +290,29 @@ def evaluate_dataset_split(extractor: Extractor, *, dataset: str, split: str = "
   features_nd, logits_nk = extractor.features_and_logits(images)
   return score_features(features_nd, logits_nk, labels, reference, seed=seed,
                         **score_options)
+
+
+def make_training_evaluator(config: ml_collections.ConfigDict
+                            ) -> Callable[[Any, Any], dict[str, float]] | None:
+  """The periodic evaluation of a generative run (`loop.run_training`'s factory).
+
+  Every evaluation scores `eval.num_samples` samples drawn with the run's seed, so that
+  numbers compare across steps.
+
+  Returns:
+    `evaluate(program, state) -> metrics`, or None when `eval.every` is 0.
+
+  Raises:
+    ConfigError: `eval.every` > 0 and no extractor configured (says how to train one).
+  """
+  settings = eval_settings(config)
+  if not settings["every"]:
+    return None
+  evaluator = RunEvaluator.from_config(config)
+
+  def evaluate(program: Any, state: Any) -> dict[str, float]:
+    metrics, _ = evaluator.evaluate(program, state, num_samples=settings["num_samples"],
+                                    seed=config.seed)
+    return metrics
+
+  return evaluate

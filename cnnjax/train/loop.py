@@ -4,7 +4,9 @@ loop, its outputs.
 An experiment supplies a config validator and a program builder. The program has
 `init_state()`, a jitted `train_step(state, batch) -> (state, metrics)` whose state has
 `step` and `divergence` fields, and `grids(state) -> {name: images (N, H, W, C)}` for the
-sample grids. A run resumes from its work directory's newest complete checkpoint when
+sample grids. It may also supply an evaluator factory: sample-quality metrics computed
+every `eval.every` steps and at the last step, logged with the losses and available to
+keep the best checkpoint (`checkpoint.best_metric`). A run resumes from its work directory's newest complete checkpoint when
 relaunched with the same command; SIGTERM/SIGINT checkpoint the current step and end the
 run with status 0.
 """
@@ -12,6 +14,10 @@ run with status 0.
 import json
 import os
 from typing import Any, Callable
+
+# `(config) -> evaluate(program, state) -> metrics`, or None when the config asks for none.
+EvaluatorFactory = Callable[[ml_collections.ConfigDict],
+                            Callable[[Any, Any], dict[str, float]] | None]
 
 import jax
 import ml_collections
@@ -91,7 +97,8 @@ def _write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
 
 def run_training(config: ml_collections.ConfigDict, workdir: str, *,
                  validate: Callable[[ml_collections.ConfigDict, int], None],
-                 build_program: Callable[..., Any]) -> dict[str, float]:
+                 build_program: Callable[..., Any],
+                 make_evaluator: EvaluatorFactory | None = None) -> dict[str, float]:
   """Trains (or resumes) the experiment of `config` in `workdir`.
 
   Every input is checked before anything in `workdir` is written. From the start,
@@ -102,15 +109,19 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: the run's directory.
     validate: `(config, num_devices)` raising `ConfigError` for a bad config.
     build_program: `(config, mesh=, channels=, num_classes=) -> program`.
+    make_evaluator: builds the periodic evaluation from the config (after `validate`,
+      before the workdir is touched, so that a missing extractor fails early); it
+      returns None when `eval.every` is 0.
 
   Returns:
     The metrics of the last logged step (empty if no step ran).
   """
   with PreemptionSignal() as preemption:
-    return _train(config, workdir, preemption, validate, build_program)
+    return _train(config, workdir, preemption, validate, build_program, make_evaluator)
 
 
-def _train(config, workdir, preemption, validate, build_program) -> dict[str, float]:
+def _train(config, workdir, preemption, validate, build_program,
+           make_evaluator) -> dict[str, float]:
   mesh = parallel.make_data_mesh()
   validate(config, mesh.size)
   source, info = get_data_source(config.data.name, config.data.split,
@@ -118,6 +129,8 @@ def _train(config, workdir, preemption, validate, build_program) -> dict[str, fl
   height, width, channels = dataset_image_shape(info)
   _check_dataset_fits(config, height, width)
   num_classes = dataset_num_classes(info)
+  evaluate = make_evaluator(config) if make_evaluator is not None else None
+  eval_every = config.eval.every if evaluate is not None else 0
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
   _record_config(workdir, json.loads(config.to_json()), is_writer)
@@ -145,6 +158,7 @@ def _train(config, workdir, preemption, validate, build_program) -> dict[str, fl
   num_steps = config.train.num_steps
   progress = Progress(start_step=start_step, num_steps=num_steps)
   metric_names: list[str] = []
+  eval_names: set[str] = set()
   logged: dict[str, float] = {}
   logging.info("Training %s on %s, steps %d to %d, over %d devices into %s.",
                config.get("experiment", "gan"), config.data.name, start_step, num_steps, mesh.size,
@@ -157,20 +171,33 @@ def _train(config, workdir, preemption, validate, build_program) -> dict[str, fl
       is_last = step == num_steps
       is_log_step = step % config.train.log_every == 0 or is_last
       stop = preemption.agreed(is_sync_point=is_log_step)
+      evaluated = {}
+      if eval_every and (step % eval_every == 0 or is_last):
+        if config.train.on_nonfinite == "stop":
+          _guard_finite(state, metric_names, check_parameters=False)
+        evaluated = evaluate(program, state)
+        eval_names.update(evaluated)
+        logging.info("Evaluation at step %d: %s", step,
+                     ", ".join(f"{k} {v:.4g}" for k, v in evaluated.items()))
       if is_log_step:
         logged = {k: float(v) for k, v in _fetch(metrics).items()}
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=False)
         logged["nonfinite_steps"] = float(_fetch(state.divergence.count))
         logged.update(progress.update(step))
+        logged.update(evaluated)
         writer.write_scalars(step, logged)
         logging.info("%s", progress.describe(step, logged))
+      elif evaluated:
+        writer.write_scalars(step, evaluated)
       if (step % config.train.sample_every == 0 or is_last) and is_writer:
         _write_grids(workdir, step, _fetch(program.grids(state)), writer)
       if step % config.checkpoint.every == 0 or is_last or stop:
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=True)
-        checkpointer.save(step, state, batches, metrics=logged)
+        # Sample-quality metrics count only for the checkpoint of their own step.
+        losses = {k: v for k, v in logged.items() if k not in eval_names}
+        checkpointer.save(step, state, batches, metrics={**losses, **evaluated})
       if stop:
         logging.info("Stopped at step %d; rerun the same command to resume.", step)
         break

@@ -55,6 +55,24 @@ def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> 
            f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
            f"got {config.train.on_nonfinite!r}.")
   validate_checkpoint_config(config.checkpoint)
+  validate_eval_config(config)
   _require(config.train.batch_size % num_devices == 0,
            f"train.batch_size={config.train.batch_size} is not divisible by the "
            f"{num_devices} devices; use a multiple of {num_devices}.")
+
+
+def validate_eval_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a generative config's sample-quality `eval` section, if it has one."""
+  if "eval" not in config or "num_samples" not in config.eval:
+    return
+  section = config.eval
+  _require(section.every >= 0, f"eval.every must be >= 0, got {section.every}.")
+  _require_positive(section, "eval", ("batch_size", "max_reference_features"))
+  _require(section.num_samples > 3,
+           f"eval.num_samples must be more than 3 (the precision/recall neighbourhood "
+           f"size), got {section.num_samples}; use a few thousand.")
+  _require(not config.checkpoint.best_metric or section.every > 0
+           or config.checkpoint.best_metric not in ("fid", "kid_mean", "precision",
+                                                    "recall", "density", "coverage"),
+           f"checkpoint.best_metric={config.checkpoint.best_metric!r} is a sample-quality "
+           "metric, computed only when eval.every > 0; set eval.every.")
