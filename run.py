@@ -12,6 +12,7 @@ Commands (the first positional argument; `train` when omitted):
   evaluate  Score a generative run's checkpoint with an in-domain classifier (FID, KID,
           IS, precision/recall/density/coverage, two-sample test) into DIR/eval.json:
             python run.py evaluate --workdir=DIR [--num_samples=10000] [--seed=0] [--step=N]
+              [--extractor_workdir=CLASSIFIER_DIR] [--reference_split=test]
           The classifier is the run's eval.extractor_workdir, trained with
             python run.py --config=configs/classifier.py:digits --workdir=CLASSIFIER_DIR
 
@@ -40,6 +41,10 @@ flags.DEFINE_string("out", None, "sample: the PNG file to write.")
 flags.DEFINE_integer("step", None, "sample: checkpoint step (default: the newest).")
 flags.DEFINE_integer("num_samples", None, "evaluate: samples to score (default: the run's "
                      "eval.num_samples).")
+flags.DEFINE_string("extractor_workdir", None, "evaluate: the classifier run to score with "
+                    "(default: the run's eval.extractor_workdir).")
+flags.DEFINE_string("reference_split", None, "evaluate: the real split to compare with "
+                    "(default: the run's eval.reference_split).")
 FLAGS = flags.FLAGS
 
 
@@ -118,7 +123,8 @@ def _evaluate() -> None:
     fail(f"--num_samples must be positive, got {FLAGS.num_samples}.")
   from cnnjax.evaluation.evaluate import evaluate_run  # Imports jax: after flag errors.
   evaluate_run(FLAGS.workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-               step=FLAGS.step)
+               step=FLAGS.step, extractor_workdir=FLAGS.extractor_workdir,
+               reference_split=FLAGS.reference_split)
 
 
 if __name__ == "__main__":

@@ -69,14 +69,28 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
-      split="test",      # Held-out split of the periodic ELBO, the grids and the IWAE.
-      every=250,         # Steps between held-out ELBOs (and the last step); 0 = never.
+      # Likelihood of held-out images (cnnjax.evaluation.vae_likelihood).
+      likelihood_split="test",  # Split of the periodic ELBO, the reconstruction grids
+                         # and the final IWAE bound.
+      elbo_every=250,    # Steps between held-out ELBOs (and the last step); 0 = never.
                          # Logged at the next log step as test_neg_elbo, with test_step.
-      num_examples=1000,  # Held-out images of the periodic ELBO (the first ones).
+      elbo_num_examples=1000,  # Held-out images of the periodic ELBO (the first ones).
       num_importance=1000,  # IWAE samples k of the final evaluation; 0 = ELBO only.
       importance_chunk=125,  # Importance samples decoded at once (bounds the memory).
-      batch_size=40,     # Images per evaluation call (a multiple of the devices).
+      likelihood_batch_size=40,  # Images per likelihood call (a multiple of the devices).
       at_end=True,       # Write workdir/likelihood.json when training completes.
+      # Sample quality of prior samples (cnnjax.evaluation.evaluate, `run.py evaluate`),
+      # the same fields and meanings as configs/dcgan.py.
+      every=0,           # Steps between sample-quality evaluations (and the last step);
+                         # 0 = none. Needs extractor_workdir. Logged with the losses.
+      extractor_workdir="",  # A trained classifier run (configs/classifier.py) whose
+                         # features and logits score the samples.
+      reference_split="test",  # The real split samples are compared with.
+      num_samples=5000,  # Samples per evaluation (`run.py evaluate --num_samples`).
+      batch_size=500,    # Samples generated and scored per device call.
+      max_reference_features=10000,  # Raw real features kept for KID and PRDC.
+      reference_cache_dir="",  # Cached reference statistics;
+                         # "" = <data_dir>/cnnjax_reference.
   ))
 
   config.checkpoint = ml_collections.ConfigDict(dict(
@@ -111,12 +125,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 5
     config.train.sample_every = 10
     config.train.num_samples = 16
-    config.eval.every = 10
-    config.eval.num_examples = 16
+    config.eval.elbo_every = 10
+    config.eval.elbo_num_examples = 16
     config.eval.num_importance = 4
     config.eval.importance_chunk = 2
-    config.eval.batch_size = 8
+    config.eval.likelihood_batch_size = 8
     config.eval.at_end = False
+    config.eval.num_samples = 64
+    config.eval.batch_size = 32
     config.checkpoint.every = 10
     if "beta" in variants:
       config.loss.kl_warmup_steps = 10

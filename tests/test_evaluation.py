@@ -189,3 +189,27 @@ def test_evaluate_dataset_split_scores_real_data(extractor, data_dir, tmp_path):
       two_sample_steps=20)
   assert set(METRICS) <= set(metrics) and "class_accuracy" in metrics
   assert all(np.isfinite(value) for value in metrics.values())
+
+
+def test_real_data_floor_scores_a_split_against_another(classifier_dir, tmp_path):
+  out = tmp_path / "floor.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.real_data_floor",
+       f"--extractor_workdir={classifier_dir}", "--num_samples=64", f"--out={out}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+  assert result.returncode == 0, result.stderr[-2000:]
+  floor = json.loads(out.read_text())
+  assert set(METRICS) <= set(floor["metrics"])
+  assert floor["settings"]["split"] == "train"
+  assert floor["settings"]["reference_split"] == "test"
+
+
+def test_real_data_floor_without_a_classifier_is_a_one_line_error(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.real_data_floor",
+       f"--extractor_workdir={tmp_path}", f"--out={tmp_path / 'floor.json'}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "configs/classifier.py:digits" in result.stderr
+  assert not (tmp_path / "floor.json").exists()

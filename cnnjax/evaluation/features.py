@@ -22,6 +22,7 @@ from cnnjax.train import parallel
 from cnnjax.train.state import PlayerState
 
 if TYPE_CHECKING:  # classifier_loop imports this module.
+  from cnnjax.models.classifier import Classifier
   from cnnjax.train.classifier_loop import ClassifierProgram
 
 
@@ -80,6 +81,11 @@ class Extractor:
                     f"{weights_digest((state.model.params, state.model.batch_stats))}")
     return cls(program, state.model, extractor_id=extractor_id,
                batch_size=batch_size or config.train.eval_batch_size, step=restored_step)
+
+  @property
+  def model(self) -> "Classifier":
+    """The classifier module (its architecture: widths, feature_dim, ...)."""
+    return self._program.model
 
   @property
   def num_classes(self) -> int:

@@ -14,6 +14,7 @@ Command line (writes `DIR/likelihood.json`):
 import functools
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -23,9 +24,9 @@ from absl import app, flags, logging
 from jax.sharding import Mesh, PartitionSpec as P
 
 from cnnjax.data.pipeline import scale_to_unit_range
-from cnnjax.errors import ConfigError
+from cnnjax.errors import CnnjaxError, ConfigError
 from cnnjax.evaluation.features import load_split
-from cnnjax.io.workdir import read_json, write_json_atomic
+from cnnjax.io.workdir import load_run_config, read_json, write_json_atomic
 from cnnjax.losses.vae import (Likelihood, bits_per_dim, elbo_terms, importance_log_weights,
                                log_mean_exp)
 from cnnjax.models.vae import ConvVae, with_upsample
@@ -180,11 +181,15 @@ def evaluate_vae_run(workdir: str, *, split: str = "test",
   """
   from cnnjax.train.sampling import restore_run_state  # It imports the program registry.
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  config, program, state, restored_step = restore_run_state(workdir, step)
+  config, _ = load_run_config(workdir)
   if config.get("experiment") != "vae":
     raise ConfigError(f"{workdir} holds a {config.get('experiment', 'gan')!r} run, not a "
                       "VAE; train one with `python run.py --config=configs/vae.py`.")
   num_importance = config.eval.num_importance if num_importance is None else num_importance
+  if num_importance < 0:
+    raise ConfigError(f"--num_importance must be >= 0 (0: the ELBO only), got "
+                      f"{num_importance}.")
+  config, program, state, restored_step = restore_run_state(workdir, step)
   images, labels = load_split(config.data.name, split, config.data.data_dir or None,
                               config.data.image_size, config.data.resize)
   bounds_fn = make_bounds_fn(program.vae, program.likelihood, program.mesh,
@@ -194,7 +199,7 @@ def evaluate_vae_run(workdir: str, *, split: str = "test",
   logging.info("Scoring %d %s images of %s at step %d (IWAE k=%d).", len(images), split,
                workdir, restored_step, num_importance)
   metrics = evaluate_likelihood(bounds_fn, state.params, images, labels,
-                                mesh=program.mesh, batch_size=config.eval.batch_size,
+                                mesh=program.mesh, batch_size=config.eval.likelihood_batch_size,
                                 seed=seed, likelihood=program.likelihood)
   result = {"step": restored_step, "metrics": metrics, "settings": {
       "k": num_importance, "split": split, "step": restored_step, "seed": seed,
@@ -216,15 +221,23 @@ def read_likelihood(workdir: str) -> dict[str, Any] | None:
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  evaluate_vae_run(flags.FLAGS.workdir, split=flags.FLAGS.split,
-                   num_importance=flags.FLAGS.num_importance, seed=flags.FLAGS.seed,
-                   step=flags.FLAGS.step)
+  """Scores `--workdir`; bad input ends with a one-line `error: ...` and status 2."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {' '.join(argv[1:])!r}.")
+  try:
+    if flags.FLAGS.workdir is None:
+      raise ConfigError("--workdir is required: the directory of a trained VAE run.")
+    evaluate_vae_run(flags.FLAGS.workdir, split=flags.FLAGS.split,
+                     num_importance=flags.FLAGS.num_importance, seed=flags.FLAGS.seed,
+                     step=flags.FLAGS.step)
+  except CnnjaxError as error:
+    logging.flush()
+    sys.stderr.write("error: " + " ".join(str(error).split()) + "\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Work directory of a trained VAE run.",
-                      required=True)
+  flags.DEFINE_string("workdir", None, "Work directory of a trained VAE run.")
   flags.DEFINE_string("split", "test", "Dataset split to score.")
   flags.DEFINE_integer("num_importance", None,
                        "IWAE samples k (default: the run's eval.num_importance).")

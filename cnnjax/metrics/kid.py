@@ -9,6 +9,10 @@ and is exactly 0 when both distributions are equal (so small negative values occ
 
 import numpy as np
 
+# Kernel matrices between whole feature sets are computed once and indexed per subset
+# when they fit in this many bytes (float64); larger ones are computed per subset.
+MAX_CACHED_KERNEL_BYTES = 1 << 29
+
 from cnnjax.errors import ConfigError
 from cnnjax.metrics.feature_arrays import as_feature_pair
 
@@ -92,11 +96,30 @@ def kid(features_a, features_b, num_subsets: int = 100, subset_size: int = 1000,
     raise ConfigError(f"KID subset_size {subset_size} exceeds the number of samples "
                       f"({num_a} and {num_b}): lower subset_size or add samples.")
   rng = np.random.RandomState(seed)
+  kernel_aa = _KernelBlocks(features_a, features_a)
+  kernel_ab = _KernelBlocks(features_a, features_b)
+  kernel_bb = _KernelBlocks(features_b, features_b)
   mmd2_s = np.zeros(num_subsets)
   for subset in range(num_subsets):
-    subset_a = features_a[rng.choice(num_a, subset_size, replace=False)]
-    subset_b = features_b[rng.choice(num_b, subset_size, replace=False)]
-    mmd2_s[subset] = mmd2_from_kernels(polynomial_kernel(subset_a, subset_a),
-                                       polynomial_kernel(subset_a, subset_b),
-                                       polynomial_kernel(subset_b, subset_b))
+    rows_a = rng.choice(num_a, subset_size, replace=False)
+    rows_b = rng.choice(num_b, subset_size, replace=False)
+    mmd2_s[subset] = mmd2_from_kernels(kernel_aa(rows_a, rows_a),
+                                       kernel_ab(rows_a, rows_b),
+                                       kernel_bb(rows_b, rows_b))
   return float(np.mean(mmd2_s)), float(np.std(mmd2_s))
+
+
+class _KernelBlocks:
+  """`polynomial_kernel(x[rows], y[cols])`, from one whole kernel matrix when it is
+  small enough (subsets of a set that is not much larger than them share most of
+  their pairs), else computed for each call."""
+
+  def __init__(self, features_x: np.ndarray, features_y: np.ndarray):
+    self._x, self._y = features_x, features_y
+    fits = len(features_x) * len(features_y) * 8 <= MAX_CACHED_KERNEL_BYTES
+    self._whole = polynomial_kernel(features_x, features_y) if fits else None
+
+  def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    if self._whole is None:
+      return polynomial_kernel(self._x[rows], self._y[cols])
+    return self._whole[np.ix_(rows, cols)]

@@ -15,10 +15,6 @@ import json
 import os
 from typing import Any, Callable
 
-# `(config) -> evaluate(program, state) -> metrics`, or None when the config asks for none.
-EvaluatorFactory = Callable[[ml_collections.ConfigDict],
-                            Callable[[Any, Any], dict[str, float]] | None]
-
 import jax
 import ml_collections
 import numpy as np
@@ -39,6 +35,10 @@ from cnnjax.train.progress import Progress
 from cnnjax.train.resume import check_resumable
 
 CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+# `(config) -> evaluate(program, state) -> metrics`, or None when the config asks for none.
+EvaluatorFactory = Callable[[ml_collections.ConfigDict],
+                            Callable[[Any, Any], dict[str, float]] | None]
 _all_finite = jax.jit(all_finite)
 
 

@@ -3,7 +3,7 @@ the optimizer, and the jitted initialisation, training step, sampler and grids o
 device mesh.
 
 With held-out images (`HeldOut`, given by the training loop), the training step also
-computes the held-out ELBO every `eval.every` steps and at the last step (on device,
+computes the held-out ELBO every `eval.elbo_every` steps and at the last step (on device,
 under `lax.cond`, with fixed noise) and keeps the latest value in the state, reported
 as the metrics `test_neg_elbo`, `test_bits_per_dim` and `test_step` (the step it was
 computed at); the grids then include reconstructions of the first held-out images.
@@ -90,9 +90,12 @@ def _step_with_held_out(state, batch, held_out, *, parallel_step, record_fn, eve
       "test_bits_per_dim": record.bits_per_dim, "test_step": record.step}
 
 
-def _labels(count: int, num_classes: int) -> jax.Array:
-  """Labels 0, 1, ..., K - 1, 0, 1, ... (all zeros for an unconditional VAE)."""
-  return jnp.arange(count, dtype=jnp.int32) % max(num_classes, 1)
+def grid_labels(count: int, num_classes: int) -> jax.Array:
+  """The labels of a grid of `count` images (ceil(sqrt(count)) per row, as
+  `cnnjax.io.images.make_grid` tiles them): row r is class r mod K, so 100 images of
+  10 classes give one row per class (all zeros for an unconditional VAE)."""
+  side = math.ceil(math.sqrt(count))
+  return (jnp.arange(count, dtype=jnp.int32) // side) % max(num_classes, 1)
 
 
 def _grids(params, grid_latents_nz, reference, *, vae: ConvVae, likelihood: Likelihood,
@@ -101,7 +104,8 @@ def _grids(params, grid_latents_nz, reference, *, vae: ConvVae, likelihood: Like
   decode = lambda latents, labels: likelihood.mean_image(vae.apply(
       {"params": params}, latents, labels, method="decode"))
   latent_dim = grid_latents_nz.shape[-1]
-  grids = {"samples": decode(grid_latents_nz, _labels(len(grid_latents_nz), num_classes))}
+  grids = {"samples": decode(grid_latents_nz, grid_labels(len(grid_latents_nz),
+                                                            num_classes))}
   base_z, label, order = jnp.zeros((latent_dim,)), jnp.zeros((), jnp.int32), None
   if reference is not None:
     images, labels = reference["images"], reference["labels"]
@@ -159,9 +163,10 @@ class VaeProgram:
   def generate(self, state: VaeState, latents_nz: jax.Array,
                labels_n: jax.Array | None = None) -> jax.Array:
     """Mean images (N, H, W, C) in [-1, 1] decoded from latents; a conditional VAE's
-    labels (N,) default to 0, 1, ..., K - 1, 0, 1, ... (ignored if unconditional)."""
+    labels (N,) default to `grid_labels` (one class per row of the sample grid of
+    `run.py sample`; ignored if unconditional)."""
     if labels_n is None:
-      labels_n = _labels(len(latents_nz), self.num_classes)
+      labels_n = grid_labels(len(latents_nz), self.num_classes)
     return self.decode(state.params, latents_nz, labels_n)
 
   def grids(self, state: VaeState) -> dict[str, jax.Array]:
@@ -182,7 +187,7 @@ def build_vae_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels
     mesh: the data mesh.
     channels: image channels.
     num_classes: the dataset's classes (None: unlabelled); used by conditional VAEs.
-    held_out: images for the periodic held-out ELBO (with `eval.every` > 0) and the
+    held_out: images for the periodic held-out ELBO (with `eval.elbo_every` > 0) and the
       reconstruction grid; None (sampling, restoring) leaves both out.
 
   Raises:
@@ -220,8 +225,8 @@ def build_vae_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels
     reference = parallel.put_replicated(
         {"images": scale_to_unit_range(held_out.images[:num_pairs]),
          "labels": labels[:num_pairs].astype(np.int32)}, mesh)
-  if held_out is not None and config.eval.every > 0:
-    shards = _shard_held_out(held_out, config.eval.num_examples, mesh)
+  if held_out is not None and config.eval.elbo_every > 0:
+    shards = _shard_held_out(held_out, config.eval.elbo_num_examples, mesh)
     record_fn = functools.partial(
         _held_out_record,
         bounds_fn=make_bounds_fn(vae, likelihood, mesh, conditional=conditional,
@@ -234,7 +239,7 @@ def build_vae_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels
         out_shardings=parallel.replicated(mesh)), shards)
     train_step = functools.partial(jax.jit(functools.partial(
         _step_with_held_out, parallel_step=train_step, record_fn=record_fn,
-        every=config.eval.every, num_steps=config.train.num_steps),
+        every=config.eval.elbo_every, num_steps=config.train.num_steps),
         donate_argnums=0, out_shardings=parallel.replicated(mesh)),
         held_out=shards)
 
