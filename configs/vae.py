@@ -61,7 +61,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64,     # Global batch, split over every local device.
-      num_steps=1500,
+      num_steps=5000,
       log_every=100,
       sample_every=500,
       num_samples=64,    # Images in each sample grid (a square number tiles best).

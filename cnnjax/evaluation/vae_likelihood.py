@@ -199,7 +199,8 @@ def evaluate_vae_run(workdir: str, *, split: str = "test",
   logging.info("Scoring %d %s images of %s at step %d (IWAE k=%d).", len(images), split,
                workdir, restored_step, num_importance)
   metrics = evaluate_likelihood(bounds_fn, state.params, images, labels,
-                                mesh=program.mesh, batch_size=config.eval.likelihood_batch_size,
+                                mesh=program.mesh,
+                                batch_size=config.eval.likelihood_batch_size,
                                 seed=seed, likelihood=program.likelihood)
   result = {"step": restored_step, "metrics": metrics, "settings": {
       "k": num_importance, "split": split, "step": restored_step, "seed": seed,
