@@ -13,6 +13,7 @@ run with status 0.
 
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -25,6 +26,7 @@ from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_da
 from cnnjax.errors import ConfigError, NonFiniteError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.metrics_writer import MetricsWriter
+from cnnjax.sweeps.provenance import write_provenance
 from cnnjax.io.workdir import (CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json,
                                write_json_atomic)
 from cnnjax.train import parallel
@@ -134,6 +136,8 @@ def _train(config, workdir, preemption, validate, build_program,
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
   _record_config(workdir, json.loads(config.to_json()), is_writer)
+  if is_writer:
+    write_provenance(workdir, config, sys.argv)
   if is_writer:
     write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), {
         "name": config.data.name, "split": config.data.split,
