@@ -27,17 +27,31 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.model = ml_collections.ConfigDict(dict(
-      name="dcgan",
+      name="dcgan",      # Backbone: "dcgan" or "sngan" (SNGAN's ResNets, 32 or 64 px).
       latent_dim=100,
-      g_width=64,        # Generator channels before the last upsampling.
-      d_width=64,        # Discriminator channels after the first convolution.
-      upsample="fast",   # "fast" (cnnjax.models.upsample) or "flax" (nn.ConvTranspose).
+      g_width=64,        # Generator channels before the last upsampling (SNGAN: base).
+      d_width=64,        # Discriminator channels after the first convolution (SNGAN: base).
+      upsample="fast",   # DCGAN: "fast" (cnnjax.models.upsample) or "flax" (nn.ConvTranspose).
       bn_momentum=0.9,   # Running-average momentum; 0.9 matches PyTorch's 0.1.
       dtype="float32",   # Compute dtype; parameters stay float32.
+      g_conditioning="none",  # Class labels into G: "none", "concat" (the article's
+                         # cGAN: a label embedding joins the latent), "cbn" (conditional BN).
+      d_conditioning="none",  # Into D: "none", "concat" (one-hot label maps), "projection"
+                         # (Miyato & Koyama), "acgan" (auxiliary classifier, loss.aux_class_weight).
+      label_embed_dim=0,  # Size of the "concat" label embedding; 0 = the number of classes.
+      d_norm="batch",    # DCGAN D after its first layer: "batch", "layer" (per example, for
+                         # gradient penalties), "none". SNGAN's D has none.
+      g_spectral_norm=False,  # Spectral normalisation of every G kernel.
+      d_spectral_norm=False,  # ... of every D kernel (SNGAN).
+      sn_steps=1,        # Power iterations per forward pass.
   ))
 
   config.loss = ml_collections.ConfigDict(dict(
-      name="non_saturating",  # The article's L_D with non-saturating L_G; or "minimax".
+      name="non_saturating",  # The article's L_D with non-saturating L_G; "minimax",
+                         # "hinge", "wasserstein" (with gp_weight: WGAN-GP), "least_squares".
+      gp_weight=0.0,     # WGAN-GP gradient penalty lambda (10 in the paper); 0 = off.
+      r1_weight=0.0,     # R1 penalty gamma: gamma/2 E||grad D(x)||^2 on reals; 0 = off.
+      aux_class_weight=1.0,  # AC-GAN's classification term (d_conditioning="acgan").
   ))
 
   config.optim = ml_collections.ConfigDict(dict(
@@ -45,6 +59,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       d_lr=2e-4,
       b1=0.5,
       b2=0.999,
+      ema_decay=0.0,     # EMA of G's weights, used for grids, sampling and evaluation; 0 = off.
+      ema_start_step=0,  # Before this step the EMA equals the weights.
   ))
 
   config.train = ml_collections.ConfigDict(dict(
@@ -54,6 +70,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       sample_every=500,
       num_samples=64,    # Images in each sample grid (a square number tiles best).
       on_nonfinite="stop",  # NaN/inf loss: "stop" with an error, or "skip" the step.
+      d_steps=1,         # D updates per G update, each on batch_size / d_steps examples.
+      diffaugment="",    # DiffAugment policy for everything D sees, e.g.
+                         # "translation,cutout,color"; "" = off.
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

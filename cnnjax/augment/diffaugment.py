@@ -77,16 +77,23 @@ def cutout(image_hwc: jax.Array, key: jax.Array, *, ratio: float) -> jax.Array:
   return image_hwc * keep_hw[..., None].astype(image_hwc.dtype)
 
 
-def parse_policy(policy: str) -> tuple[str, ...]:
+def parse_policy(policy: str, field: str = "DiffAugment policy") -> tuple[str, ...]:
   """"color,translation" -> ("color", "translation"); "" -> () (no augmentation).
+
+  Args:
+    policy: the policy string.
+    field: what set it (a config field), named in errors.
 
   Raises:
     ConfigError: for a name that is not in `POLICY_GROUPS`.
   """
+  if not isinstance(policy, str):
+    raise ConfigError(f"{field} must be a string such as 'translation,cutout,color', "
+                      f"got {policy!r}.")
   names = tuple(name.strip() for name in policy.split(",") if name.strip())
   for name in names:
     if name not in POLICY_GROUPS:
-      raise ConfigError(f"Unknown DiffAugment policy entry {name!r} in {policy!r}: use "
+      raise ConfigError(f"Unknown DiffAugment entry {name!r} in {field}={policy!r}: use "
                         f"a comma-separated list of {', '.join(POLICY_GROUPS)}.")
   return names
 

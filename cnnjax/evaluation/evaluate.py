@@ -17,6 +17,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -135,19 +136,20 @@ def _generator_of(program: Any, state: Any) -> GenerateFn:
   """`generate(key, num)` for a GAN program's state, sharded over the program's mesh.
 
   A conditional program (a `num_classes` attribute) is called as
-  `generate(state, latents, labels)` with uniformly drawn labels.
+  `generate(state, latents, labels)` with balanced labels: sample i of a batch has class
+  i mod num_classes, so 10,000 samples of 10 classes are 1,000 of each.
   """
   mesh = program.mesh
   num_classes = getattr(program, "num_classes", None)
 
   def generate(key: jax.Array, num: int):
     num_padded = -(-num // mesh.size) * mesh.size
-    latent_key, label_key = jax.random.split(key)
+    latent_key, _ = jax.random.split(key)
     latents = jax.device_put(jax.random.normal(latent_key, (num_padded, program.latent_dim)),
                              parallel.data_sharded(mesh))
     if not num_classes:
       return np.asarray(jax.device_get(program.generate(state, latents)))[:num]
-    labels = jax.random.randint(label_key, (num_padded,), 0, num_classes)
+    labels = jnp.arange(num_padded, dtype=jnp.int32) % num_classes
     images = program.generate(state, latents, jax.device_put(labels,
                                                              parallel.data_sharded(mesh)))
     return np.asarray(jax.device_get(images))[:num], np.asarray(labels)[:num]

@@ -44,8 +44,8 @@ def check_conditioning(mode: str, options: tuple[str, ...], field: str,
   if mode not in options:
     raise ConfigError(f"Unknown {field} {mode!r}: use one of {', '.join(options)}.")
   if num_classes < 1:
-    raise ConfigError(f"{field}={mode!r} needs the number of classes: set "
-                      "model.num_classes to at least 1.")
+    raise ConfigError(f"{field}={mode!r} needs class labels: train on a labelled "
+                      f"dataset, or set {field}='none'.")
 
 
 def require_labels(labels_b: jax.Array | None, module_name: str) -> jax.Array:
@@ -61,6 +61,14 @@ def one_hot_label_maps(labels_b: jax.Array, num_classes: int, height: int,
   one_hot = jax.nn.one_hot(labels_b, num_classes, dtype=dtype)
   return jnp.broadcast_to(one_hot[:, None, None, :],
                           (labels_b.shape[0], height, width, num_classes))
+
+
+def with_label_maps(images_bhwc: jax.Array, labels_b: jax.Array,
+                    num_classes: int) -> jax.Array:
+  """Images with one-hot label maps appended to their channels: (B, H, W, C + K)."""
+  _, height, width, _ = images_bhwc.shape
+  label_maps = one_hot_label_maps(labels_b, num_classes, height, width, images_bhwc.dtype)
+  return jnp.concatenate([images_bhwc, label_maps], axis=-1)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -176,7 +184,7 @@ class ConditionalGenerator(nn.Module):
     conditioning: one of `GENERATOR_CONDITIONING`.
     width, upsample, bn_momentum: as `dcgan.Generator`.
     label_embed_dim: size of the "concat" label embedding (None: num_classes).
-    bn_axis_name, dtype: as `dcgan.Generator`.
+    bn_axis_name, spectral_norm, sn_steps, dtype: as `dcgan.Generator`.
   """
   resolution: int
   channels: int
@@ -187,6 +195,8 @@ class ConditionalGenerator(nn.Module):
   bn_momentum: float = 0.9
   label_embed_dim: int | None = None
   bn_axis_name: str | None = None
+  spectral_norm: bool = False
+  sn_steps: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -202,7 +212,8 @@ class ConditionalGenerator(nn.Module):
       return dcgan.Generator(
           resolution=self.resolution, channels=self.channels, width=self.width,
           upsample=self.upsample, bn_momentum=self.bn_momentum,
-          bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="dcgan")(
+          bn_axis_name=self.bn_axis_name, spectral_norm=self.spectral_norm,
+          sn_steps=self.sn_steps, dtype=self.dtype, name="dcgan")(
               jnp.concatenate([latents_bz, embedding_be.astype(latents_bz.dtype)], -1),
               train=train)
     base, doublings = dcgan.resolution_plan(self.resolution)
@@ -214,16 +225,19 @@ class ConditionalGenerator(nn.Module):
           dtype=self.dtype, scale_init=dcgan.dcgan_bn_scale_init)(
               x, labels_b, train=train))
 
+    normalized = lambda layer: spectral_normalized(
+        layer, enabled=self.spectral_norm, update_stats=train, n_steps=self.sn_steps)
     top_features = self.width * 2 ** (doublings - 1)
-    x = nn.Dense(base * base * top_features, use_bias=False, dtype=self.dtype,
-                 kernel_init=dcgan.dcgan_kernel_init)(latents_bz.astype(self.dtype))
+    x = normalized(nn.Dense(base * base * top_features, use_bias=False, dtype=self.dtype,
+                            kernel_init=dcgan.dcgan_kernel_init))(
+                                latents_bz.astype(self.dtype))
     x = conditional_norm_relu(x.reshape(-1, base, base, top_features))
     for level in range(1, doublings + 1):
       is_output = level == doublings
-      x = upsample_cls(
+      x = normalized(upsample_cls(
           self.channels if is_output else top_features // 2**level, (4, 4), strides=(2, 2),
           padding="SAME", use_bias=is_output, dtype=self.dtype,
-          kernel_init=dcgan.dcgan_kernel_init)(x)
+          kernel_init=dcgan.dcgan_kernel_init))(x)
       x = x if is_output else conditional_norm_relu(x)
     return jnp.tanh(x.astype(jnp.float32))
 
@@ -238,7 +252,8 @@ class ConditionalDiscriminator(nn.Module):
   (B, K)) and needs no labels.
 
   Attributes:
-    resolution, width, bn_momentum, bn_axis_name, dtype: as `dcgan.Discriminator`.
+    resolution, width, bn_momentum, bn_axis_name, norm, spectral_norm, sn_steps,
+      dtype: as `dcgan.Discriminator` (spectral norm covers the heads too).
     num_classes: number of classes.
     conditioning: one of `DISCRIMINATOR_CONDITIONING`.
   """
@@ -248,6 +263,9 @@ class ConditionalDiscriminator(nn.Module):
   width: int = 64
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
+  norm: str = "batch"
+  spectral_norm: bool = False
+  sn_steps: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -255,34 +273,17 @@ class ConditionalDiscriminator(nn.Module):
                train: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
     check_conditioning(self.conditioning, DISCRIMINATOR_CONDITIONING,
                        "model.d_conditioning", self.num_classes)
+    head_options = dict(spectral_norm=self.spectral_norm, sn_steps=self.sn_steps,
+                        kernel_init=dcgan.dcgan_kernel_init, dtype=self.dtype)
     if self.conditioning == "acgan":
-      return AuxiliaryClassifierHead(
-          self.num_classes, kernel_init=dcgan.dcgan_kernel_init, dtype=self.dtype)(
-              self._features(images_bhwc, train), train=train)
+      return AuxiliaryClassifierHead(self.num_classes, **head_options)(
+          dcgan.discriminator_features(self, images_bhwc, train), train=train)
     labels_b = require_labels(labels_b, "ConditionalDiscriminator")
     if self.conditioning == "projection":
-      return ProjectionHead(
-          self.num_classes, kernel_init=dcgan.dcgan_kernel_init, dtype=self.dtype)(
-              self._features(images_bhwc, train), labels_b, train=train)
-    _, height, width, _ = images_bhwc.shape
-    label_maps = one_hot_label_maps(labels_b, self.num_classes, height, width,
-                                    images_bhwc.dtype)
+      return ProjectionHead(self.num_classes, **head_options)(
+          dcgan.discriminator_features(self, images_bhwc, train), labels_b, train=train)
     return dcgan.Discriminator(
         resolution=self.resolution, width=self.width, bn_momentum=self.bn_momentum,
-        bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="dcgan")(
-            jnp.concatenate([images_bhwc, label_maps], axis=-1), train=train)
-
-  def _features(self, images_bhwc: jax.Array, train: bool) -> jax.Array:
-    """DCGAN's strided 4x4 convolutions (BatchNorm after the first): (B, F) features."""
-    _, doublings = dcgan.resolution_plan(self.resolution)
-    x = images_bhwc.astype(self.dtype)
-    for level in range(doublings):
-      x = nn.Conv(self.width * 2**level, (4, 4), strides=(2, 2), padding="SAME",
-                  use_bias=level == 0, dtype=self.dtype,
-                  kernel_init=dcgan.dcgan_kernel_init)(x)
-      if level > 0:  # As DCGAN: no BatchNorm on the input layer.
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=1e-5, axis_name=self.bn_axis_name if train else None,
-                         dtype=self.dtype, scale_init=dcgan.dcgan_bn_scale_init)(x)
-      x = nn.leaky_relu(x, 0.2)
-    return x.reshape(x.shape[0], -1)
+        bn_axis_name=self.bn_axis_name, norm=self.norm, spectral_norm=self.spectral_norm,
+        sn_steps=self.sn_steps, dtype=self.dtype, name="dcgan")(
+            with_label_maps(images_bhwc, labels_b, self.num_classes), train=train)

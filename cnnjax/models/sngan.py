@@ -5,9 +5,14 @@ Generator: Dense to a 4x4 map, residual blocks that double the resolution
 upsampling, so no transposed convolution), then BN-ReLU-conv3x3-tanh. Discriminator:
 an "optimised" first block (conv-ReLU-conv-avgpool, shortcut avgpool-conv1x1), residual
 blocks (ReLU-conv-ReLU-conv[-avgpool], shortcut [conv1x1[-avgpool]]), ReLU, a global sum
-over space and a Dense to one logit; with `num_classes` > 0 the projection head of
-Miyato & Koyama (2018) adds <embed(y), features>. With `num_classes` > 0 the generator's
-block BatchNorms are class-conditional (`ConditionalBatchNorm`).
+over space and a Dense to one logit.
+
+Class conditioning (`num_classes` > 0), as in `cnnjax.models.conditioning`: the
+generator's block BatchNorms are class-conditional ("cbn", the default, as Miyato &
+Koyama 2018) or a label embedding is concatenated to the latent ("concat"); the
+discriminator ends in the projection head ("projection", the default), an auxiliary
+classifier ("acgan": it then returns (logits, class logits)), or sees one-hot label maps
+appended to the image channels ("concat").
 
 Widths (`width` = 64 gives the papers' widths):
   32x32 (CIFAR): G 4w at every level (256), D 2w (128); D downsamples in blocks 1-2.
@@ -25,7 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
-from cnnjax.models.conditioning import ConditionalBatchNorm, ProjectionHead, require_labels
+from cnnjax.models.conditioning import (DISCRIMINATOR_CONDITIONING, GENERATOR_CONDITIONING,
+                                        AuxiliaryClassifierHead, ConditionalBatchNorm,
+                                        ProjectionHead, check_conditioning,
+                                        require_labels, with_label_maps)
 from cnnjax.models.spectral_norm import spectral_normalized
 
 # resolution -> (generator width multipliers: the 4x4 map, then each block's output;
@@ -144,7 +152,10 @@ class SnganGenerator(nn.Module):
     resolution: 32 or 64.
     channels: output channels.
     width: base width (see the module docstring).
-    num_classes: > 0 for conditional BatchNorm in the blocks (labels required).
+    num_classes: > 0 for a class-conditional generator (labels required).
+    conditioning: with `num_classes`, "cbn" (conditional BatchNorm in the blocks) or
+      "concat" (a label embedding, `params/label_embedding`, joins the latent).
+    label_embed_dim: size of the "concat" embedding (None: num_classes).
     spectral_norm: spectrally normalise every Dense/Conv kernel (BigGAN does).
     sn_steps: power iterations per call.
     bn_momentum: BatchNorm running-average momentum.
@@ -155,6 +166,8 @@ class SnganGenerator(nn.Module):
   channels: int
   width: int = 64
   num_classes: int = 0
+  conditioning: str = "cbn"
+  label_embed_dim: int | None = None
   spectral_norm: bool = False
   sn_steps: int = 1
   bn_momentum: float = 0.9
@@ -165,8 +178,19 @@ class SnganGenerator(nn.Module):
   def __call__(self, latents_bz: jax.Array, labels_b: jax.Array | None = None, *,
                train: bool) -> jax.Array:
     multipliers, _, _ = sngan_plan(self.resolution)
+    block_classes = 0
     if self.num_classes:
+      check_conditioning(self.conditioning, GENERATOR_CONDITIONING,
+                         "model.g_conditioning", self.num_classes)
       labels_b = require_labels(labels_b, "SnganGenerator")
+      if self.conditioning == "cbn":
+        block_classes = self.num_classes
+      else:
+        embedding_be = nn.Embed(self.num_classes, self.label_embed_dim or self.num_classes,
+                                embedding_init=nn.initializers.normal(1.0),
+                                name="label_embedding")(labels_b)
+        latents_bz = jnp.concatenate([latents_bz, embedding_be.astype(latents_bz.dtype)],
+                                     axis=-1)
     bottom_features = self.width * multipliers[0]
     x = spectral_normalized(
         nn.Dense(_BOTTOM_SIZE * _BOTTOM_SIZE * bottom_features, dtype=self.dtype,
@@ -176,7 +200,7 @@ class SnganGenerator(nn.Module):
     x = x.reshape(-1, _BOTTOM_SIZE, _BOTTOM_SIZE, bottom_features)
     for multiplier in multipliers[1:]:
       x = GeneratorBlock(
-          features=self.width * multiplier, num_classes=self.num_classes,
+          features=self.width * multiplier, num_classes=block_classes,
           bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
           spectral_norm=self.spectral_norm, sn_steps=self.sn_steps,
           dtype=self.dtype)(x, labels_b, train=train)
@@ -196,7 +220,9 @@ class SnganDiscriminator(nn.Module):
   Attributes:
     resolution: 32 or 64.
     width: base width (see the module docstring).
-    num_classes: > 0 for the projection head (labels required).
+    num_classes: > 0 for a class-conditional discriminator.
+    conditioning: with `num_classes`, "projection", "acgan" or "concat" (see the module
+      docstring); all but "acgan" need labels.
     spectral_norm: spectrally normalise every kernel (the paper: True).
     sn_steps: power iterations per call.
     dtype: compute dtype (parameters are always float32).
@@ -204,27 +230,36 @@ class SnganDiscriminator(nn.Module):
   resolution: int
   width: int = 64
   num_classes: int = 0
+  conditioning: str = "projection"
   spectral_norm: bool = True
   sn_steps: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images_bhwc: jax.Array, labels_b: jax.Array | None = None, *,
-               train: bool) -> jax.Array:
+               train: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
     _, multipliers, downsample = sngan_plan(self.resolution)
     block = functools.partial(DiscriminatorBlock, spectral_norm=self.spectral_norm,
                               sn_steps=self.sn_steps, dtype=self.dtype)
+    head_options = dict(spectral_norm=self.spectral_norm, sn_steps=self.sn_steps,
+                        kernel_init=linear_init, dtype=self.dtype)
+    if self.num_classes:
+      check_conditioning(self.conditioning, DISCRIMINATOR_CONDITIONING,
+                         "model.d_conditioning", self.num_classes)
+      if self.conditioning == "concat":
+        images_bhwc = with_label_maps(
+            images_bhwc, require_labels(labels_b, "SnganDiscriminator"), self.num_classes)
     x = images_bhwc.astype(self.dtype)
     for index, (multiplier, down) in enumerate(zip(multipliers, downsample)):
       x = block(features=self.width * multiplier, downsample=down,
                 first=index == 0)(x, train=train)
     features_bf = jnp.sum(nn.relu(x), axis=(1, 2))
-    if self.num_classes:
-      return ProjectionHead(self.num_classes, spectral_norm=self.spectral_norm,
-                            sn_steps=self.sn_steps, kernel_init=linear_init,
-                            dtype=self.dtype)(
-                                features_bf, require_labels(labels_b, "SnganDiscriminator"),
-                                train=train)
+    if self.num_classes and self.conditioning == "projection":
+      return ProjectionHead(self.num_classes, **head_options)(
+          features_bf, require_labels(labels_b, "SnganDiscriminator"), train=train)
+    if self.num_classes and self.conditioning == "acgan":
+      return AuxiliaryClassifierHead(self.num_classes, **head_options)(features_bf,
+                                                                       train=train)
     logits = spectral_normalized(
         nn.Dense(1, dtype=self.dtype, kernel_init=linear_init, name="linear"),
         enabled=self.spectral_norm, update_stats=train, n_steps=self.sn_steps)(features_bf)

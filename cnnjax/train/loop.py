@@ -133,17 +133,17 @@ def _train(config, workdir, preemption, validate, build_program,
   num_classes = dataset_num_classes(info)
   evaluate = make_evaluator(config) if make_evaluator is not None else None
   eval_every = config.eval.every if evaluate is not None else 0
+  # Built before the workdir is touched: a config the program rejects writes nothing.
+  program = build_program(config, mesh=mesh, channels=channels, num_classes=num_classes)
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
   _record_config(workdir, json.loads(config.to_json()), is_writer)
   if is_writer:
     write_provenance(workdir, config, sys.argv)
-  if is_writer:
     write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), {
         "name": config.data.name, "split": config.data.split,
         "image_shape": [height, width, channels], "num_classes": num_classes})
 
-  program = build_program(config, mesh=mesh, channels=channels, num_classes=num_classes)
   batches = iter(make_train_dataset(
       source, seed=config.seed, global_batch_size=config.train.batch_size,
       image_size=config.data.image_size, resize=config.data.resize,

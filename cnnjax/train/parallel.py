@@ -52,31 +52,57 @@ def make_parallel_train_step(
     per_device_step: Callable[..., tuple[Any, dict[str, jax.Array]]], *,
     mesh: Mesh, batch_size: int, latent_dim: int, latent_stream: int,
     skip_nonfinite: bool = False,
+    draw_examples: Callable[[Any], dict[str, jax.Array]] | None = None,
+    num_chunks: int = 1,
 ) -> Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]:
   """Jits `per_device_step(state, batch, latents)` data-parallel over `mesh`.
 
   The step's latents (batch_size, latent_dim) are drawn inside the jitted function from
   the state's key for `latent_stream` (folded with the step) at global shape, then
-  sharded like the batch: the numbers do not depend on the number of devices.
+  sharded like the batch: the numbers do not depend on the number of devices. So are
+  the arrays of `draw_examples`, which join the batch.
 
   Every step's metrics are checked for NaN/inf on device (`state.divergence`); with
   `skip_nonfinite`, a step with non-finite metrics leaves the state unchanged but for
   its step counter and divergence record.
 
+  Args:
+    per_device_step: `(state, batch shard, latents shard) -> (state, metrics)`, with
+      collectives over `DATA_AXIS`.
+    mesh: the data mesh.
+    batch_size: the global batch size.
+    latent_dim: size of the latent vectors.
+    latent_stream: the state's random stream of the latents.
+    skip_nonfinite: see above.
+    draw_examples: `state -> {name: (batch_size, ...) array}`, more per-example random
+      numbers drawn at global shape (e.g. labels, keys from other streams of
+      `state.step_key`), added to the batch.
+    num_chunks: split the batch, latents and draws into this many consecutive chunks:
+      each array becomes (num_chunks, batch_size / num_chunks, ...) with its second
+      axis sharded, so that the examples of a chunk do not depend on the device count.
+
   Returns:
     `step(state, batch) -> (state, metrics)`; the input state is donated.
   """
+  example_spec = P(DATA_AXIS) if num_chunks == 1 else P(None, DATA_AXIS)
   # check_vma=False gives pmap's semantics: gradients of replicated parameters stay
   # per-device until the step's own `pmean` (with it, autodiff would insert a psum).
   sharded_step = jax.shard_map(
       per_device_step, mesh=mesh,
-      in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+      in_specs=(P(), example_spec, example_spec),
       out_specs=(P(), P()), check_vma=False)
 
   def step(state, batch):
     key = state.step_key(latent_stream)
     latents = jax.random.normal(key, (batch_size, latent_dim))
-    latents = jax.lax.with_sharding_constraint(latents, data_sharded(mesh))
+    if draw_examples is not None:
+      batch = {**batch, **draw_examples(state)}
+    if num_chunks > 1:
+      batch, latents = jax.tree.map(
+          lambda x: x.reshape(num_chunks, x.shape[0] // num_chunks, *x.shape[1:]),
+          (batch, latents))
+    batch, latents = jax.lax.with_sharding_constraint(
+        (batch, latents), NamedSharding(mesh, example_spec))
     new_state, metrics = sharded_step(state, batch, latents)
     divergence, finite = state.divergence.update(state.step + 1, metrics)
     if skip_nonfinite:

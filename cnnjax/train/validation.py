@@ -2,14 +2,17 @@
 
 import ml_collections
 
+from cnnjax.augment.diffaugment import parse_policy
 from cnnjax.data.pipeline import RESIZE_MODES
-from cnnjax.train.checkpointing import validate_checkpoint_config
-from cnnjax.train.divergence import NONFINITE_MODES
 from cnnjax.errors import ConfigError
 from cnnjax.losses.gan import get_gan_loss
-from cnnjax.models import GAN_MODELS, compute_dtype
+from cnnjax.models import (check_gan_model, compute_dtype, is_conditional_discriminator,
+                           is_conditional_generator)
 from cnnjax.models.dcgan import resolution_plan
+from cnnjax.models.sngan import sngan_plan
 from cnnjax.models.upsample import upsample_layer
+from cnnjax.train.checkpointing import validate_checkpoint_config
+from cnnjax.train.divergence import NONFINITE_MODES
 
 
 def _require(condition: bool, message: str) -> None:
@@ -31,15 +34,14 @@ def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> 
     config: the experiment config.
     num_devices: devices the global batch is split over.
   """
-  _require(config.model.name in GAN_MODELS,
-           f"Unknown model.name {config.model.name!r}: use one of {', '.join(GAN_MODELS)}.")
-  _require_positive(config.model, "model", ("latent_dim", "g_width", "d_width"))
+  check_gan_model(config.model)
+  _require_positive(config.model, "model", ("latent_dim", "g_width", "d_width", "sn_steps"))
   _require(0.0 <= config.model.bn_momentum < 1.0,
            f"model.bn_momentum must be in [0, 1), got {config.model.bn_momentum}.")
   compute_dtype(config.model.dtype)
   upsample_layer(config.model.upsample)
-  get_gan_loss(config.loss.name)
-  resolution_plan(config.data.image_size)
+  (sngan_plan if config.model.name == "sngan" else resolution_plan)(config.data.image_size)
+  validate_gan_family(config)
   _require(config.data.resize in RESIZE_MODES,
            f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.data.resize!r}.")
   _require_positive(config.data, "data", ("num_threads", "prefetch"))
@@ -59,6 +61,37 @@ def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> 
   _require(config.train.batch_size % num_devices == 0,
            f"train.batch_size={config.train.batch_size} is not divisible by the "
            f"{num_devices} devices; use a multiple of {num_devices}.")
+  d_steps = config.train.d_steps
+  _require(config.train.batch_size % (d_steps * num_devices) == 0,
+           f"train.batch_size={config.train.batch_size} does not split into "
+           f"train.d_steps={d_steps} discriminator batches over {num_devices} devices; "
+           f"use a multiple of {d_steps * num_devices}.")
+
+
+def validate_gan_family(config: ml_collections.ConfigDict) -> None:
+  """Checks the GAN family's fields: conditioning, objective, penalties, EMA, schedule."""
+  model, loss = config.model, config.loss
+  _require(not is_conditional_discriminator(model) or is_conditional_generator(model),
+           f"model.d_conditioning={model.d_conditioning!r} needs a conditional generator: "
+           "set model.g_conditioning to 'concat' or 'cbn' (or d_conditioning to 'none').")
+  _require(model.label_embed_dim >= 0,
+           f"model.label_embed_dim must be >= 0 (0: the number of classes), got "
+           f"{model.label_embed_dim}.")
+  get_gan_loss(loss.name)
+  for name in ("gp_weight", "r1_weight", "aux_class_weight"):
+    _require(loss[name] >= 0, f"loss.{name} must be >= 0, got {loss[name]}.")
+  if model.name == "dcgan" and model.d_norm == "batch":
+    for name in ("gp_weight", "r1_weight"):
+      _require(loss[name] == 0,
+               f"loss.{name} > 0 needs a discriminator that treats examples "
+               "independently, not BatchNorm: set model.d_norm='layer' or 'none'.")
+  _require(0.0 <= config.optim.ema_decay < 1.0,
+           f"optim.ema_decay must be in [0, 1) (0: no EMA), got {config.optim.ema_decay}.")
+  _require(config.optim.ema_start_step >= 0,
+           f"optim.ema_start_step must be >= 0, got {config.optim.ema_start_step}.")
+  _require(config.train.d_steps >= 1,
+           f"train.d_steps must be at least 1, got {config.train.d_steps}.")
+  parse_policy(config.train.diffaugment, field="train.diffaugment")
 
 
 def validate_eval_config(config: ml_collections.ConfigDict) -> None:
