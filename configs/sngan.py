@@ -19,105 +19,35 @@ Variants (`--config=configs/sngan.py:VARIANT`):
 
 import ml_collections
 
+from configs import dcgan
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the locked experiment config for `variant`."""
-  config = ml_collections.ConfigDict()
-  config.experiment = "gan"
-  config.seed = 0
-
-  config.data = ml_collections.ConfigDict(dict(
-      name="digits",     # A dataset with a `label` class feature.
-      data_dir="",       # "" means TFDS's default (or $TFDS_DATA_DIR).
-      split="train",
-      image_size=32,      # SNGAN makes 32x32 or 64x64 images.
-      resize="pad",
-      cache_in_memory=True,
-      num_threads=4,
-      prefetch=8,
-  ))
-
-  config.model = ml_collections.ConfigDict(dict(
-      name="sngan",
-      latent_dim=128,
-      g_width=8,         # The paper: 64 (G 256 channels at 32x32).
-      d_width=16,        # The paper: 64 (D 128 channels at 32x32).
-      upsample="fast",
-      bn_momentum=0.9,
-      dtype="float32",
-      g_conditioning="none",  # "cbn" with d_conditioning="projection": Miyato & Koyama.
-      d_conditioning="none",
-      label_embed_dim=0,          # 0: as many as classes.
-      d_norm="none",
-      g_spectral_norm=False,
-      d_spectral_norm=True,
-      sn_steps=1,
-  ))
-
-  config.loss = ml_collections.ConfigDict(dict(
-      name="hinge",
-      gp_weight=0.0,
-      r1_weight=0.0,
-      aux_class_weight=1.0,
-  ))
-
-  config.optim = ml_collections.ConfigDict(dict(
-      g_lr=2e-4,
-      d_lr=2e-4,
-      b1=0.5,
-      b2=0.999,
-      ema_decay=0.0,
-      ema_start_step=0,
-  ))
-
-  config.train = ml_collections.ConfigDict(dict(
-      batch_size=32,
-      num_steps=2000,
-      log_every=100,
-      sample_every=500,
-      num_samples=100,   # A 10x10 grid (conditional: one class per row).
-      on_nonfinite="stop",
-      d_steps=1,
-      diffaugment="",
-  ))
-
-  config.eval = ml_collections.ConfigDict(dict(
-      every=0,
-      extractor_workdir="",
-      reference_split="test",
-      num_samples=5000,
-      batch_size=500,
-      max_reference_features=10000,
-      reference_cache_dir="",
-  ))
-
-  config.checkpoint = ml_collections.ConfigDict(dict(
-      every=500,
-      keep=3,
-      best_metric="",
-      best_mode="min",
-      async_save=True,
-  ))
-
+  """Returns the locked experiment config for `variant`: configs/dcgan.py's fields, with
+  the values below."""
+  config = dcgan.get_config()
+  config.model.name = "sngan"
+  config.model.latent_dim = 128
+  config.model.g_width = 8
+  config.model.d_width = 16
+  config.model.d_norm = "none"
+  config.model.d_spectral_norm = True
+  config.loss.name = "hinge"
+  config.data.image_size = 32  # digits padded to 32x32.
+  config.train.batch_size = 32
+  config.train.num_steps = 2000
+  config.train.num_samples = 100
   if variant in (None, ""):
     pass
   elif variant == "projection":
     config.model.g_conditioning = "cbn"
     config.model.d_conditioning = "projection"
   elif variant == "tiny":
+    dcgan.make_tiny(config)
     config.model.g_conditioning = "cbn"
     config.model.d_conditioning = "projection"
-    config.model.latent_dim = 8
     config.model.g_width = 2
     config.model.d_width = 2
-    config.train.batch_size = 16
-    config.train.num_steps = 20
-    config.train.log_every = 5
-    config.train.sample_every = 10
-    config.train.num_samples = 16
-    config.checkpoint.every = 10
-    config.eval.num_samples = 64
-    config.eval.batch_size = 32
   elif variant == "shapes":
     config.data.name = "shapes"
     config.train.num_samples = 36  # A 6x6 grid (six classes: one per row if conditional).
@@ -129,5 +59,4 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/sngan.py; "
                      "use one of '', 'projection', 'tiny', 'shapes', '64'.")
-  config.lock()
   return config
