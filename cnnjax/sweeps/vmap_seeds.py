@@ -35,7 +35,6 @@ from cnnjax.data.pipeline import make_train_dataset
 from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_data_source
 from cnnjax.errors import CnnjaxError, ConfigError, NonFiniteError
 from cnnjax.evaluation.evaluate import make_training_evaluator
-from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.metrics_writer import MetricsWriter
 from cnnjax.io.workdir import CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json, \
     write_json_atomic
@@ -44,7 +43,7 @@ from cnnjax.train import parallel
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.divergence import DivergenceRecord, all_finite
 from cnnjax.train.gan_program import GanProgram, build_gan_program
-from cnnjax.train.loop import CONFIG_CHANGES_FILE
+from cnnjax.train.loop import CONFIG_CHANGES_FILE, write_grids
 from cnnjax.train.preemption import PreemptionSignal
 from cnnjax.train.progress import Progress
 from cnnjax.train.resume import check_resumable
@@ -142,16 +141,6 @@ def _guard_finite(states, seeds, workdirs, metric_names, check_parameters) -> No
     if check_parameters and not jax.device_get(_all_finite(unstack_tree(states, index))):
       raise NonFiniteError(f"Seed {seed} ({workdirs[index]}) diverged: a parameter is "
                            "not finite; its last good checkpoint is kept.")
-
-
-def _write_grids(workdir: str, step: int, grids: dict[str, Any],
-                 writer: MetricsWriter) -> None:
-  for name, images in grids.items():
-    grid = make_grid(np.asarray(images))
-    directory = os.path.join(workdir, name)
-    os.makedirs(directory, exist_ok=True)
-    save_png(os.path.join(directory, f"grid_{step:06d}.png"), grid)
-    writer.write_image(step, name, grid)
 
 
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
@@ -273,7 +262,7 @@ def _train(configs, seeds, workdirs, preemption, devices, argv) -> list[dict[str
             writers[index].write_scalars(step, values)
       if (step % config.train.sample_every == 0 or is_last) and is_writer:
         for index, program in enumerate(programs):
-          _write_grids(workdirs[index], step,
+          write_grids(workdirs[index], step,
                        jax.device_get(program.grids(unstack_tree(states, index))),
                        writers[index])
       if step % config.checkpoint.every == 0 or is_last or stop:

@@ -86,7 +86,7 @@ def _guard_finite(state, metric_names: list[str], check_parameters: bool) -> Non
         f"{_fetch(state.step)}; the last good checkpoint is kept.")
 
 
-def _write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
+def write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
                  writer: MetricsWriter) -> None:
   """Saves each named batch of images as `DIR/<name>/grid_<step>.png` and to TensorBoard."""
   for name, images in grids.items():
@@ -195,7 +195,7 @@ def _train(config, workdir, preemption, validate, build_program,
       elif evaluated:
         writer.write_scalars(step, evaluated)
       if (step % config.train.sample_every == 0 or is_last) and is_writer:
-        _write_grids(workdir, step, _fetch(program.grids(state)), writer)
+        write_grids(workdir, step, _fetch(program.grids(state)), writer)
       if step % config.checkpoint.every == 0 or is_last or stop:
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=True)
