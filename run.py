@@ -24,7 +24,9 @@ Commands (the first positional argument; `train` when omitted):
               [--launcher=local|slurm] [--devices_per_run=N]
           --launcher=slurm writes DIR/sweep.slurm, an array job, and says how to submit it.
   report  Tables (DIR/report.md, DIR/report.csv) and plots of a finished sweep:
-            python run.py report --workdir=DIR
+            python run.py report --workdir=DIR [--metrics=fid,class_accuracy]
+          --metrics: the summary table's and bar charts' metrics (default: the
+          sweep's summary_metrics, else its report_metric).
 
 Bad input (flags, config values, datasets, work directories) ends with a one-line
 `error: ...` on stderr and exit status 2, before anything in the work directory changes.
@@ -62,6 +64,8 @@ flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "sweep: run the runs 
                   "write a SLURM array job.")
 flags.DEFINE_integer("devices_per_run", None, "sweep: devices of each run (default: one "
                      "GPU, or every CPU/TPU device).")
+flags.DEFINE_list("metrics", None, "report: metrics of the summary table and bar charts, "
+                  "e.g. fid,class_accuracy (default: the sweep's summary_metrics).")
 FLAGS = flags.FLAGS
 
 
@@ -168,7 +172,7 @@ def _sweep() -> None:
 
 def _report() -> None:
   from cnnjax.sweeps.report import write_report
-  print(write_report(FLAGS.workdir))
+  print(write_report(FLAGS.workdir, FLAGS.metrics or ()))
 
 
 if __name__ == "__main__":

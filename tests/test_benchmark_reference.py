@@ -67,3 +67,59 @@ def test_benchmark_cnnjax_path_runs_one_step():
   assert int(state.step) == 1
   assert len(state.generator.params["Dense_0"]["kernel"].devices()) == 1
   assert np.isfinite(variant.images_per_second) and variant.images_per_second > 0
+
+
+VAE_CONFIG = load_config("vae.py")
+
+
+def _cnnjax_vae_parameter_count(config, channels: int) -> int:
+  """The VAE's parameter count, from shapes only (nothing computed)."""
+  from cnnjax.models.vae import build_vae  # pylint: disable=g-import-not-at-top
+  size = config.data.image_size
+  vae = build_vae(config.model, resolution=size, channels=channels, num_parameters=1)
+  variables = jax.eval_shape(lambda x: vae.init(jax.random.key(0), x),
+                             jax.ShapeDtypeStruct((1, size, size, channels), np.float32))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("variant,channels", [("", 1), ("tiny", 1), ("", 3)])
+def test_torch_vae_reference_has_cnnjax_parameter_count(variant, channels):
+  pytest.importorskip("torch")
+  from experiments.benchmarks import torch_vae  # pylint: disable=g-import-not-at-top
+  config = load_config("vae.py", variant) if variant else VAE_CONFIG
+  trainer = torch_vae.build_trainer(
+      config.data.image_size, channels, latent_dim=config.model.latent_dim,
+      encoder_width=config.model.encoder_width, decoder_width=config.model.decoder_width)
+  assert (torch_vae.count_parameters(trainer.encoder)
+          + torch_vae.count_parameters(trainer.decoder)) == (
+              _cnnjax_vae_parameter_count(config, channels))
+
+
+def test_torch_vae_reference_initialises_like_flax_and_learns():
+  torch = pytest.importorskip("torch")
+  from experiments.benchmarks import torch_vae  # pylint: disable=g-import-not-at-top
+  trainer = torch_vae.build_trainer(28, 1)
+  # LeCun normal: the first convolution's weights have variance 1 / fan_in (16 inputs).
+  weights = trainer.encoder.convs[0].weight.detach().numpy().ravel()
+  assert abs(weights.var() * 16 - 1) < 0.15
+  assert float(np.abs(weights).max()) <= 2 / 16 ** 0.5 / 0.8796 + 1e-6
+  assert not any(torch.count_nonzero(layer.bias) for layer in trainer.decoder.modules()
+                 if isinstance(layer, torch.nn.ConvTranspose2d))
+  images = trainer.prepare_images(np.where(
+      np.random.default_rng(0).uniform(size=(32, 28, 28, 1)) < 0.2, 1.0, -1.0
+  ).astype(np.float32))
+  first = float(trainer.train_step(images)["loss"])
+  for _ in range(20):
+    last = float(trainer.train_step(images)["loss"])
+  assert np.isfinite(first) and last < first
+
+
+def test_vae_benchmark_cnnjax_path_runs_one_step():
+  from experiments.benchmarks import vae_step_bench  # pylint: disable=g-import-not-at-top
+  tiny = load_config("vae.py", "tiny")
+  config = vae_step_bench.cnnjax_config(tiny, batch_size=tiny.train.batch_size)
+  step, get_state = vae_step_bench.cnnjax_step_fn(config)
+  variant = dcgan_step_bench.Variant("cnnjax", tiny.train.batch_size, step)
+  variant.time_step()
+  assert int(get_state().step) == 1
+  assert np.isfinite(variant.images_per_second) and variant.images_per_second > 0

@@ -136,7 +136,8 @@ def tiny_sweep(tmp_path_factory, data_dir):
   fixed = {**TINY_FIXED, "data.data_dir": data_dir}
   sweep = write_sweep(directory, "tiny", f'Sweep(config="configs/dcgan.py", '
                       f'variant="tiny", grid=product({{"loss.name": ["non_saturating", '
-                      f'"bogus"]}}), seeds=[0, 1], fixed={fixed!r})')
+                      f'"bogus"]}}), seeds=[0, 1], fixed={fixed!r}, '
+                      f'summary_metrics=("d_loss", "g_loss", "not_logged"))')
   workdir = directory / "out"
   result = run_cli("sweep", f"--sweep={sweep}", f"--workdir={workdir}",
                    "--devices_per_run=4")
@@ -277,6 +278,11 @@ def test_report_tables_and_plots_of_a_finished_sweep(tiny_sweep):
   _, workdir, _ = tiny_sweep
   printed = write_report(str(workdir))
   markdown = (workdir / "report.md").read_text()
+  # The sweep's summary metrics lead (the one no run logged is left out).
+  summary = markdown.split("## Summary: final values", 1)[1].split("##", 1)[0]
+  assert "| setting | seeds | d_loss | g_loss |" in summary
+  assert "not_logged" not in markdown
+  assert "| setting | seeds | d_loss | g_loss |" in printed
   assert "| loss.name=non_saturating | 2/2 |" in markdown
   assert "| loss.name=bogus | 0/2 |" in markdown
   assert "Unknown loss.name 'bogus'" in markdown and "g_loss" in markdown
@@ -290,6 +296,13 @@ def test_report_tables_and_plots_of_a_finished_sweep(tiny_sweep):
   assert float(good["g_loss_final_mean"]) == pytest.approx(
       (finals[0]["g_loss"] + finals[1]["g_loss"]) / 2, rel=1e-5)
   assert float(good["d_loss_final_std"]) > 0
+  sizes = {}
   for name in ("report_curves.png", "report_ablation.png"):
     with Image.open(workdir / name) as image:
       assert image.format == "PNG" and image.size[0] > 300
+      sizes[name] = image.size
+  # --metrics overrides the sweep's: one bar-chart panel instead of two.
+  printed = write_report(str(workdir), metrics=["g_loss"])
+  assert "| setting | seeds | g_loss |" in printed
+  with Image.open(workdir / "report_ablation.png") as image:
+    assert image.size[0] < sizes["report_ablation.png"][0]

@@ -7,14 +7,16 @@ computes exactly the same function with the same parameters, but with gradients
 that avoid lhs-dilated convolutions:
 
 * `method='hybrid'`: the forward pass is flax's own lhs-dilated convolution (fast
-  on CPU); a `jax.custom_jvp` makes its tangent in the kernel the 'phase'
-  decomposition below (with kernel dilation: 'zeros'), so reverse mode transposes
-  that into patches-transpose matmuls, while the input gradient is JAX's usual
-  transpose of the convolution in its input, an ordinary convolution of the
-  cotangent with the flipped kernel, strided by `strides`. A `custom_jvp` rather
-  than a `custom_vjp` keeps forward mode and every order of differentiation
-  (grad-of-grad, `jax.hessian`, `jax.jvp`) working and exact: the rule calls the
-  function itself, so each order reuses it. Every attribute is supported.
+  on CPU); a `jax.custom_jvp` writes its tangent in the kernel so that reverse mode
+  computes the kernel gradient as that of the adjoint strided convolution, one
+  convolution with window dilation (see `conv_transpose_kernel_tangent`; with
+  mixed input and kernel dtypes, the 'phase' decomposition below), while the input
+  gradient is JAX's usual transpose of the convolution in its input, an ordinary
+  convolution of the cotangent with the flipped kernel, strided by `strides`. A
+  `custom_jvp` rather than a `custom_vjp` keeps forward mode, vmap and every order
+  of differentiation (grad-of-grad, `jax.hessian`, `jax.jvp`) working and exact:
+  the rule calls the function itself, so each order reuses it. Every attribute is
+  supported.
 * `method='phase'`: sub-pixel decomposition. Output position
   `o = s * q + r` only sees the kernel taps `j = (lo - r) mod s + s * m`, so each
   of the `prod(strides)` output phases is an ordinary convolution of the
@@ -174,6 +176,49 @@ def _patches_matmul(x_bsc: jax.Array, kernel_sio: jax.Array,
                          **dot_kwargs)
 
 
+def conv_transpose_kernel_tangent(x_bsc: jax.Array, kernel_dot: jax.Array,
+                                  strides: Sequence[int],
+                                  pads: Sequence[tuple[int, int]],
+                                  kernel_dilation: Sequence[int],
+                                  precision: PrecisionLike = None) -> jax.Array:
+  """`lax.conv_transpose(x, kernel_dot)`, written so that its transpose in the kernel
+  is fast: the kernel gradient of the adjoint *strided* convolution.
+
+  The transposed convolution y = T(x, k) is the adjoint, in its input, of a strided
+  convolution S(u, k) (`jax.linear_transpose` derives S). The kernel gradient of T at
+  cotangent dy is therefore that of S at input dy and cotangent x: one convolution
+  with window dilation `strides`, which XLA runs fast, not the slow lhs-dilated one.
+  This function is the transpose of that kernel gradient G(u) (linear in u), so
+  reverse mode, transposing it back, runs exactly G; every step is a JAX transpose,
+  so forward mode, vmap and higher orders keep working.
+
+  Args:
+    x_bsc: input (batch, *spatial, in).
+    kernel_dot: kernel (or kernel tangent) (*taps, in, out), as `lax.conv_transpose`.
+    strides, pads, kernel_dilation, precision: as `conv_transpose_hybrid`.
+
+  Returns:
+    (batch, *spatial_out, out), equal to the transposed convolution.
+  """
+  def transposed_conv(inputs, kernel):
+    return lax.conv_general_dilated(
+        inputs, kernel, (1,) * len(strides), tuple(pads), lhs_dilation=tuple(strides),
+        rhs_dilation=tuple(kernel_dilation),
+        dimension_numbers=_dimension_numbers(inputs.ndim), precision=precision)
+
+  y_like = jax.eval_shape(transposed_conv, x_bsc, kernel_dot)
+
+  def strided_conv(u_bsc, kernel):  # S(u, k): the adjoint of T(., k).
+    return jax.linear_transpose(lambda inputs: transposed_conv(inputs, kernel),
+                                x_bsc)(u_bsc)[0]
+
+  def kernel_gradient(u_bsc):  # G(u): the cotangent of k in <x, S(u, k)>.
+    return jax.linear_transpose(lambda kernel: strided_conv(u_bsc, kernel),
+                                kernel_dot)(x_bsc)[0]
+
+  return jax.linear_transpose(kernel_gradient, y_like)(kernel_dot)[0]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
 def conv_transpose_hybrid(x_bsc: jax.Array, kernel_sio: jax.Array,
                           strides: tuple[int, ...],
@@ -212,7 +257,10 @@ def _conv_transpose_hybrid_jvp(
     terms.append(conv_transpose_hybrid(x_dot, kernel_sio, *config))
   if isinstance(kernel_dot, SymbolicZero):
     pass
-  elif all(d == 1 for d in kernel_dilation):
+  elif preferred_element_type is None and x_bsc.dtype == kernel_dot.dtype:
+    terms.append(conv_transpose_kernel_tangent(x_bsc, kernel_dot, strides, pads,
+                                               kernel_dilation, precision))
+  elif all(d == 1 for d in kernel_dilation):  # Mixed dtypes: phases.
     terms.append(conv_transpose_phase(x_bsc, kernel_dot, strides, pads, **conv_kwargs))
   else:
     terms.append(conv_transpose_zeros(x_bsc, kernel_dot, strides, pads,

@@ -114,7 +114,8 @@ class Manifest:
                    "name": plan.name, "description": plan.sweep.description,
                    "config": plan.sweep.config_arg, "seeds": list(plan.sweep.seeds),
                    "vmap_seeds": plan.sweep.vmap_seeds, "launcher": launcher,
-                   "report_metric": plan.sweep.report_metric, **details}
+                   "report_metric": plan.sweep.report_metric,
+                   "summary_metrics": list(plan.sweep.summary_metrics), **details}
     self.runs: dict[str, dict[str, Any]] = {}
     for run in plan.runs:
       entry = {"name": run.name, "setting": run.setting, "seed": run.seed,

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -272,45 +273,69 @@ def plot_curves(path: str, runs: list[RunResult], summaries: list[SettingSummary
   plt.close(figure)
 
 
-def plot_ablation(path: str, summaries: list[SettingSummary], metric: str) -> None:
-  """Horizontal bars: the metric's final mean per setting, with ± std error bars."""
+def plot_ablation(path: str, summaries: list[SettingSummary], metrics: list[str]) -> None:
+  """Horizontal bars, one panel per metric: its final mean per setting, ± std."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  shown = [summary for summary in summaries if metric in summary.final]
-  means = [summary.final[metric][0] for summary in shown]
-  stds = [0.0 if math.isnan(summary.final[metric][1]) else summary.final[metric][1]
-          for summary in shown]
-  figure, axis = plt.subplots(figsize=(9, 1.0 + 0.45 * len(shown)))
+  shown = [summary for summary in summaries
+           if any(metric in summary.final for metric in metrics)]
+  figure, axes = plt.subplots(1, len(metrics), sharey=True, squeeze=False,
+                              figsize=(5 + 3.5 * len(metrics), 1.0 + 0.45 * len(shown)))
   positions = np.arange(len(shown))
-  axis.barh(positions, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-  axis.set_yticks(positions, [summary.setting for summary in shown], fontsize="small")
-  axis.invert_yaxis()
-  direction = better(metric)
-  hint = {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, "")
-  axis.set_xlabel(f"final {metric}{hint}, mean ± std over seeds")
+  for axis, metric in zip(axes.flat, metrics):
+    stats = [summary.final.get(metric, (math.nan, math.nan)) for summary in shown]
+    means = [mean for mean, _ in stats]
+    stds = [0.0 if math.isnan(std) else std for _, std in stats]
+    axis.barh(positions, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    direction = better(metric)
+    hint = {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, "")
+    axis.set_xlabel(f"final {metric}{hint}\nmean ± std over seeds")
+  axes.flat[0].set_yticks(positions, [summary.setting for summary in shown],
+                          fontsize="small")
+  axes.flat[0].invert_yaxis()
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
 
 
-def write_report(workdir: str) -> str:
-  """Writes the report files of the sweep in `workdir`; returns a summary of them."""
+def summary_metrics(summaries: list[SettingSummary], requested: Sequence[str],
+                    fallback: str | None) -> list[str]:
+  """The summary's metrics: those `requested` that some finished run has (a warning
+  names the others), else `fallback` (the report metric) alone."""
+  available = {metric for summary in summaries for metric in summary.final}
+  missing = [metric for metric in requested if metric not in available]
+  if missing:
+    logging.warning("No finished run has the summary metric(s) %s.", ", ".join(missing))
+  chosen = [metric for metric in requested if metric in available]
+  return chosen or ([fallback] if fallback else [])
+
+
+def write_report(workdir: str, metrics: Sequence[str] = ()) -> str:
+  """Writes the report files of the sweep in `workdir`; returns a summary of them.
+
+  Args:
+    workdir: the sweep's directory (`run.py sweep --workdir`).
+    metrics: the summary table's and bar charts' metrics; empty: the sweep's
+      `summary_metrics`, else its `report_metric`.
+  """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   manifest, runs = collect_runs(workdir)
   summaries = summarise(manifest, runs)
   csv_path = os.path.join(workdir, "report.csv")
   write_csv(csv_path, summaries)
   report_metric = pick_report_metric(summaries, manifest.get("report_metric", ""))
+  headline = summary_metrics(
+      summaries, list(metrics) or manifest.get("summary_metrics", []), report_metric)
   curve_metrics = _curve_metrics(runs)
   images = {}
   try:
     if curve_metrics:
       images["curves"] = os.path.join(workdir, "report_curves.png")
       plot_curves(images["curves"], runs, summaries, curve_metrics)
-    if report_metric:
+    if headline:
       images["ablation"] = os.path.join(workdir, "report_ablation.png")
-      plot_ablation(images["ablation"], summaries, report_metric)
+      plot_ablation(images["ablation"], summaries, headline)
   except ImportError:
     logging.warning("No plots: matplotlib is not installed (pip install -r "
                     "requirements.txt).")
@@ -331,6 +356,9 @@ def write_report(workdir: str) -> str:
               f"{', vectorised (jax.vmap)' if manifest.get('vmap_seeds') else ''}; "
               f"reproduce with `python run.py sweep --sweep={manifest.get('sweep')} "
               f"--workdir=DIR`, then `python run.py report --workdir=DIR`.", ""]
+  if headline:
+    lines += ["## Summary: final values (mean ± std over finished seeds)", "",
+              *_markdown_table(summaries, headline, "final"), ""]
   if result_metrics:
     lines += ["## Results: final values (mean ± std over finished seeds)", "",
               *_markdown_table(summaries, result_metrics, "final"), "",
@@ -339,7 +367,7 @@ def write_report(workdir: str) -> str:
   if diagnostics:
     lines += ["## Training diagnostics: final values (mean ± std over finished seeds)",
               "", *_markdown_table(summaries, diagnostics, "final"), ""]
-  for key, caption in (("ablation", f"Final {report_metric} per setting"),
+  for key, caption in (("ablation", f"Final {', '.join(headline)} per setting"),
                        ("curves", "Curves per setting (mean over seeds, min-max band)")):
     if key in images:
       lines += [f"## {caption}", "", f"![{caption}]({os.path.basename(images[key])})", ""]
@@ -352,6 +380,5 @@ def write_report(workdir: str) -> str:
   with open(markdown_path, "w") as file:
     file.write("\n".join(lines) + "\n")
   written = [markdown_path, csv_path, *images.values()]
-  summary_table = _markdown_table(summaries, [report_metric] if report_metric else [],
-                                  "final")
+  summary_table = _markdown_table(summaries, headline, "final")
   return "\n".join(["Wrote " + ", ".join(written), *summary_table])

@@ -124,6 +124,8 @@ class Sweep:
     slurm: extra `#SBATCH` options of `--launcher=slurm`, e.g. {"partition": "gpu",
       "time": "04:00:00"}.
     report_metric: the metric of the report's bar chart ("" picks one).
+    summary_metrics: the metrics of the report's summary table and bar charts (one
+      panel each), e.g. ("fid", "class_accuracy"); empty: `report_metric` alone.
     description: one line on what the study asks.
   """
   config: str
@@ -134,6 +136,7 @@ class Sweep:
   vmap_seeds: bool = False
   slurm: Mapping[str, str] = dataclasses.field(default_factory=dict)
   report_metric: str = ""
+  summary_metrics: Sequence[str] = ()
   description: str = ""
 
   @property

@@ -179,7 +179,7 @@ class TorchDcganTrainer:
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
-def _adam(params, learning_rate: float, b1: float, b2: float) -> torch.optim.Adam:
+def adam(params, learning_rate: float, b1: float, b2: float) -> torch.optim.Adam:
   """Adam; the fused kernel where this PyTorch build supports it (CPU since 2.4)."""
   try:
     return torch.optim.Adam(params, lr=learning_rate, betas=(b1, b2), fused=True)
@@ -220,8 +220,8 @@ def build_trainer(resolution: int, channels: int, *, latent_dim: int = 100,
   generator.memory_format = fmt
   return TorchDcganTrainer(
       generator=generator, discriminator=discriminator,
-      g_optimizer=_adam(generator.parameters(), learning_rate, b1, b2),
-      d_optimizer=_adam(discriminator.parameters(), learning_rate, b1, b2),
+      g_optimizer=adam(generator.parameters(), learning_rate, b1, b2),
+      d_optimizer=adam(discriminator.parameters(), learning_rate, b1, b2),
       latent_dim=latent_dim, device=device, memory_format=fmt,
       freeze_discriminator_in_g_step=freeze_discriminator_in_g_step)
 
