@@ -6,7 +6,7 @@ import pytest
 
 from cnnjax.models import build_gan
 from conftest import load_config
-from experiments.benchmarks import dcgan_step_bench
+from experiments.benchmarks import dcgan_step_bench, timing
 
 CONFIG = load_config("dcgan.py")
 
@@ -61,7 +61,7 @@ def test_benchmark_cnnjax_path_runs_one_step():
       tiny, resolution=tiny.data.image_size, batch_size=tiny.train.batch_size,
       upsample="fast")
   step, get_state = dcgan_step_bench.cnnjax_step_fn(config, channels=1)
-  variant = dcgan_step_bench.Variant("cnnjax fast", tiny.train.batch_size, step)
+  variant = timing.Variant("cnnjax fast", tiny.train.batch_size, step)
   variant.time_step()
   state = get_state()
   assert int(state.step) == 1
@@ -119,7 +119,7 @@ def test_vae_benchmark_cnnjax_path_runs_one_step():
   tiny = load_config("vae.py", "tiny")
   config = vae_step_bench.cnnjax_config(tiny, batch_size=tiny.train.batch_size)
   step, get_state = vae_step_bench.cnnjax_step_fn(config)
-  variant = dcgan_step_bench.Variant("cnnjax", tiny.train.batch_size, step)
+  variant = timing.Variant("cnnjax", tiny.train.batch_size, step)
   variant.time_step()
   assert int(get_state().step) == 1
   assert np.isfinite(variant.images_per_second) and variant.images_per_second > 0

@@ -1,14 +1,12 @@
 """The experiment runtime: checkpoints, exact resume, preemption, faults, sampling."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
 
-import grain
 import jax
 import numpy as np
 import pytest

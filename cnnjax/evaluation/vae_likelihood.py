@@ -27,8 +27,8 @@ from cnnjax.data.pipeline import scale_to_unit_range
 from cnnjax.errors import CnnjaxError, ConfigError
 from cnnjax.evaluation.features import load_split
 from cnnjax.io.workdir import load_run_config, read_json, write_json_atomic
-from cnnjax.losses.vae import (Likelihood, bits_per_dim, elbo_terms, importance_log_weights,
-                               log_mean_exp)
+from cnnjax.losses.vae import (Likelihood, bits_per_dim, elbo_terms,
+                               importance_log_weights)
 from cnnjax.models.vae import ConvVae, with_upsample
 from cnnjax.train import parallel
 

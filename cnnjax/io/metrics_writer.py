@@ -6,7 +6,6 @@ import tempfile
 from typing import Mapping
 
 import numpy as np
-from absl import logging
 from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"

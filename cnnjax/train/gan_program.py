@@ -11,7 +11,7 @@ learning rates and the generator's EMA (`optim`), discriminator steps and DiffAu
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -28,14 +28,9 @@ Run from the repository root:
 On a GPU, jax (and PyTorch, if its build has CUDA) use it; nothing else changes.
 """
 
-import datetime
 import functools
 import os
-import platform
-import shlex
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,12 +41,15 @@ if __package__ in (None, ""):  # Run as a file: make the repository importable.
 from absl import app, flags, logging  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cnnjax.train import parallel  # noqa: E402
 from cnnjax.train.gan_program import build_gan_program  # noqa: E402
 from cnnjax.train.validation import validate_gan_config  # noqa: E402
+from experiments.benchmarks.timing import (Variant, ahead_of_time_step,  # noqa: E402
+                                           command_line, define_torch_flags,
+                                           machine_lines, markdown_table, random_images,
+                                           time_interleaved, usable_cores)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHANNELS = 3
@@ -75,72 +73,7 @@ def define_flags() -> None:
                     "Also time cnnjax with model.upsample='flax' (nn.ConvTranspose).")
   flags.DEFINE_integer("flax_upsample_steps", 1,
                        "Timed steps (and no warm-up) of the slow model.upsample='flax'.")
-  flags.DEFINE_bool("include_torch", True, "Time the PyTorch reference.")
-  flags.DEFINE_list(
-      "torch_memory_formats", ["contiguous", "channels_last"],
-      "PyTorch memory formats to time: contiguous (NCHW) and/or channels_last (NHWC).")
-  flags.DEFINE_list("torch_threads", ["0"],
-                    "torch.set_num_threads values to time; 0 means the usable cores.")
-  flags.DEFINE_string("output", "", "Markdown file to write the report into.")
-
-
-class Variant:
-  """One benchmarked implementation at one size: untimed warm-up, then timed steps.
-
-  Attributes:
-    name: column label.
-    batch_size: images per step.
-    max_steps: most timed steps (None: as many as the benchmark's rounds).
-    warmup_steps: untimed steps before timing (None: the benchmark's `--warmup`).
-    prepare: called, untimed, before every step (e.g. to set PyTorch's threads).
-    times: seconds of each timed step.
-  """
-
-  def __init__(self, name: str, batch_size: int, step: Callable[[], None], *,
-               max_steps: int | None = None, warmup_steps: int | None = None,
-               prepare: Callable[[], None] | None = None):
-    self.name = name
-    self.batch_size = batch_size
-    self.max_steps = max_steps
-    self.warmup_steps = warmup_steps
-    self.prepare = prepare
-    self._step: Callable[[], None] | None = step
-    self.times: list[float] = []
-
-  @property
-  def wants_more(self) -> bool:
-    return self.max_steps is None or len(self.times) < self.max_steps
-
-  def release(self) -> None:
-    """Drops the step (and the state, program and batch it holds) once timed."""
-    self._step = None
-
-  def warmup(self, steps: int) -> float:
-    """Runs `steps` untimed steps; returns their total seconds."""
-    if self.prepare is not None:
-      self.prepare()
-    start = time.perf_counter()
-    for _ in range(steps):
-      self._step()
-    return time.perf_counter() - start
-
-  def time_step(self) -> float:
-    """Runs and records one step; returns its seconds."""
-    if self.prepare is not None:
-      self.prepare()
-    start = time.perf_counter()
-    self._step()
-    elapsed = time.perf_counter() - start
-    self.times.append(elapsed)
-    return elapsed
-
-  @property
-  def median_seconds(self) -> float:
-    return statistics.median(self.times)
-
-  @property
-  def images_per_second(self) -> float:
-    return self.batch_size / self.median_seconds
+  define_torch_flags(default_threads=["0"])
 
 
 def cnnjax_config(base: ml_collections.ConfigDict, *, resolution: int, batch_size: int,
@@ -172,20 +105,11 @@ def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNEL
   validate_gan_config(config, num_devices=1)
   program = build_gan_program(config, mesh=mesh, channels=channels)
   size, batch_size = config.data.image_size, config.train.batch_size
-  images = np.random.default_rng(seed).uniform(
-      -1, 1, (batch_size, size, size, channels)).astype(np.float32)
-  batch = parallel.put_global_batch({"image": images}, mesh)
-  holder = {"state": jax.block_until_ready(program.init_state())}
-  start = time.perf_counter()
-  compiled = program.train_step.lower(holder["state"], batch).compile()
-  logging.info("cnnjax %dx%d batch %d upsample=%s compiled in %.1f s", size, size,
-               batch_size, config.model.upsample, time.perf_counter() - start)
-
-  def step() -> None:
-    state, _ = compiled(holder["state"], batch)  # Donates the old state.
-    holder["state"] = jax.block_until_ready(state)
-
-  return step, lambda: holder["state"]
+  batch = parallel.put_global_batch(
+      {"image": random_images(batch_size, size, channels, seed)}, mesh)
+  return ahead_of_time_step(
+      program.train_step, program.init_state(), batch,
+      label=f"cnnjax {size}x{size} batch {batch_size} upsample={config.model.upsample}")
 
 
 def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
@@ -203,9 +127,7 @@ def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
   if config.optim.d_lr != config.optim.g_lr:
     for group in trainer.d_optimizer.param_groups:
       group["lr"] = config.optim.d_lr
-  images = np.random.default_rng(seed).uniform(
-      -1, 1, (batch_size, size, size, channels)).astype(np.float32)
-  real = trainer.prepare_images(images)
+  real = trainer.prepare_images(random_images(batch_size, size, channels, seed))
 
   def step() -> None:
     trainer.train_step(real)
@@ -213,59 +135,6 @@ def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
       torch.cuda.synchronize()
 
   return step
-
-
-def usable_cores() -> int:
-  """Cores this process may run on (its affinity), else the machine's count."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo (or `platform.processor()`)."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def library_versions() -> dict[str, str]:
-  """Versions of the libraries that decide the timings."""
-  import flax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  versions = {"python": platform.python_version(), "jax": jax.__version__,
-              "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-              "optax": optax.__version__, "numpy": np.__version__}
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    versions["torch"] = torch.__version__
-  except ImportError:
-    versions["torch"] = "not installed"
-  return versions
-
-
-def command_line() -> str:
-  """The command that ran this benchmark, as typed from the repository root."""
-  spec = getattr(sys.modules["__main__"], "__spec__", None)
-  if spec is not None and spec.name:
-    words = ["python", "-m", spec.name.removesuffix(".__main__")]
-  else:
-    words = ["python", os.path.relpath(sys.argv[0], _REPO_ROOT)]
-  return shlex.join(words + sys.argv[1:])
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" for _ in header) + "|"]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
-  return "\n".join(lines)
 
 
 def run_size(base: ml_collections.ConfigDict, resolution: int, batch_size: int, *,
@@ -304,21 +173,8 @@ def run_size(base: ml_collections.ConfigDict, resolution: int, batch_size: int, 
           f"torch {memory_format} {threads}t", batch_size,
           torch_step_fn(torch_config, memory_format=memory_format),
           prepare=functools.partial(torch.set_num_threads, threads)))
-  for variant in variants:
-    steps = warmup if variant.warmup_steps is None else variant.warmup_steps
-    seconds = variant.warmup(steps)
-    logging.info("%dx%d batch %d, %s: %d warm-up steps in %.1f s", resolution,
-                 resolution, batch_size, variant.name, steps, seconds)
-  for round_index in range(repeats):
-    shift = round_index % len(variants)
-    for variant in variants[shift:] + variants[:shift]:
-      if not variant.wants_more:
-        continue
-      seconds = variant.time_step()
-      logging.info("%dx%d batch %d, %s: %.3f s", resolution, resolution, batch_size,
-                   variant.name, seconds)
-  for variant in variants:
-    variant.release()
+  time_interleaved(variants, repeats=repeats, warmup=warmup,
+                   label=f"{resolution}x{resolution} batch {batch_size},")
   return variants
 
 
@@ -335,8 +191,6 @@ def report(results: dict[tuple[int, int], list[Variant]], *, repeats: int,
   Returns:
     Markdown text.
   """
-  versions = library_versions()
-  device = jax.devices()[0]
   names = [variant.name for variant in next(iter(results.values()))]
   torch_names = [name for name in names if name.startswith("torch")]
   # Thread-count suffixes ("2t") of the PyTorch variants, in order.
@@ -369,15 +223,8 @@ def report(results: dict[tuple[int, int], list[Variant]], *, repeats: int,
         f"{1e3 * by_name[name].median_seconds:.0f} "
         f"({1e3 * min(by_name[name].times):.0f}-{1e3 * max(by_name[name].times):.0f})"
         for name in names])
-  cores = usable_cores()
   lines = [
-      f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-      f"- Machine: {cpu_model()}, {cores} usable cores ({os.cpu_count()} online); "
-      f"jax device: {device.platform} ({device.device_kind}), "
-      f"{jax.device_count()} device(s) visible, 1 used"
-      + (", 1-minute load average at start / end: "
-         + " / ".join(f"{load:.1f}" for load in load_averages) if load_averages else ""),
-      "- Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
+      *machine_lines(load_averages),
       "- PyTorch: `torch <memory format> <N>t` ran with torch.set_num_threads(N); Adam "
       "fused where supported; the discriminator's weights are frozen during the "
       "generator's backward pass (as in cnnjax).",

@@ -24,7 +24,6 @@ Run from the repository root, after training the digits classifier:
       --extractor_workdir=workdirs/classifier_digits --output=/tmp/eval_bench.md
 """
 
-import datetime
 import os
 import statistics
 import sys
@@ -49,9 +48,8 @@ from cnnjax.evaluation.features import Extractor  # noqa: E402
 from cnnjax.metrics import FeatureStats, fid_from_stats  # noqa: E402
 from cnnjax.train import parallel  # noqa: E402
 from cnnjax.train.experiments import build_program  # noqa: E402
-from experiments.benchmarks.dcgan_step_bench import (command_line, cpu_model,  # noqa: E402
-                                                     library_versions, markdown_table,
-                                                     usable_cores)
+from experiments.benchmarks.timing import (command_line, machine_lines,  # noqa: E402
+                                           markdown_table, usable_cores)
 
 FLAGS = flags.FLAGS
 
@@ -191,13 +189,8 @@ def main(argv: Sequence[str]) -> None:
     ratio = (f"\ncnnjax / torch speed: "
              f"{feature_times['torch'] / feature_times['cnnjax']:.2f}x\n")
 
-  versions = library_versions()
   report_text = "\n".join([
-      f"- Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-      f"- Machine: {cpu_model()}, {usable_cores()} usable cores; jax devices: "
-      f"{jax.device_count()} x {jax.devices()[0].platform}; 1-minute load average: "
-      f"{os.getloadavg()[0]:.1f}",
-      "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+      *machine_lines((os.getloadavg()[0],), devices_used=jax.device_count()),
       f"- Command: `{command_line()}`",
       f"- Reference statistics loaded (cached) in {reference_seconds:.2f} s; training "
       f"compiled in {compile_seconds:.1f} s (not counted).",

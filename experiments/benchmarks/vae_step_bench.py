@@ -9,7 +9,7 @@ random batch by
 * the identical PyTorch reference (`experiments.benchmarks.torch_vae`), in each of
   `--torch_memory_formats` and for each of `--torch_threads`.
 
-The method is `dcgan_step_bench`'s (whose `Variant` this reuses): cnnjax compiled ahead
+The method is `dcgan_step_bench`'s (`experiments.benchmarks.timing`): cnnjax compiled ahead
 of time and never timed, `--warmup` untimed steps, then `--repeats` timed steps per
 variant, interleaved round-robin, reported as the median in images/s with the ratio of
 cnnjax to the fastest PyTorch variant. Run from the repository root:
@@ -18,7 +18,6 @@ cnnjax to the fastest PyTorch variant. Run from the repository root:
       --output=/tmp/vae_step_bench.md
 """
 
-import datetime
 import functools
 import os
 import sys
@@ -32,14 +31,15 @@ if __package__ in (None, ""):  # Run as a file: make the repository importable.
 from absl import app, flags, logging  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cnnjax.train import parallel  # noqa: E402
 from cnnjax.train.vae_loop import validate_vae_config  # noqa: E402
 from cnnjax.train.vae_program import build_vae_program  # noqa: E402
-from experiments.benchmarks.dcgan_step_bench import (  # noqa: E402
-    Variant, command_line, cpu_model, library_versions, markdown_table, usable_cores)
+from experiments.benchmarks.timing import (Variant, ahead_of_time_step,  # noqa: E402
+                                           command_line, define_torch_flags,
+                                           machine_lines, markdown_table, random_images,
+                                           time_interleaved, usable_cores)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHANNELS = 1
@@ -57,13 +57,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("repeats", 15, "Timed steps per variant (the median counts).")
   flags.DEFINE_integer("warmup", 3,
                        "Untimed steps per variant before timing (after compilation).")
-  flags.DEFINE_bool("include_torch", True, "Time the PyTorch reference.")
-  flags.DEFINE_list(
-      "torch_memory_formats", ["contiguous", "channels_last"],
-      "PyTorch memory formats to time: contiguous (NCHW) and/or channels_last (NHWC).")
-  flags.DEFINE_list("torch_threads", ["0", "1"],
-                    "torch.set_num_threads values to time; 0 means the usable cores.")
-  flags.DEFINE_string("output", "", "Markdown file to write the report into.")
+  define_torch_flags(default_threads=["0", "1"])
 
 
 def cnnjax_config(base: ml_collections.ConfigDict, *, batch_size: int
@@ -89,17 +83,10 @@ def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNEL
   validate_vae_config(config, num_devices=1)
   program = build_vae_program(config, mesh=mesh, channels=channels)
   size, batch_size = config.data.image_size, config.train.batch_size
-  images = np.random.default_rng(seed).uniform(
-      -1, 1, (batch_size, size, size, channels)).astype(np.float32)
-  batch = parallel.put_global_batch({"image": images}, mesh)
-  holder = {"state": jax.block_until_ready(program.init_state())}
-  compiled = program.train_step.lower(holder["state"], batch).compile()
-
-  def step() -> None:
-    state, _ = compiled(holder["state"], batch)  # Donates the old state.
-    holder["state"] = jax.block_until_ready(state)
-
-  return step, lambda: holder["state"]
+  batch = parallel.put_global_batch(
+      {"image": random_images(batch_size, size, channels, seed)}, mesh)
+  return ahead_of_time_step(program.train_step, program.init_state(), batch,
+                            label=f"cnnjax VAE batch {batch_size}")
 
 
 def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
@@ -115,8 +102,7 @@ def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
       encoder_width=config.model.encoder_width, decoder_width=config.model.decoder_width,
       learning_rate=config.optim.lr, b1=config.optim.b1, b2=config.optim.b2,
       memory_format=memory_format, device=device, seed=seed)
-  images = trainer.prepare_images(np.random.default_rng(seed).uniform(
-      -1, 1, (batch_size, size, size, channels)).astype(np.float32))
+  images = trainer.prepare_images(random_images(batch_size, size, channels, seed))
 
   def step() -> None:
     trainer.train_step(images)
@@ -139,16 +125,8 @@ def run_batch_size(base: ml_collections.ConfigDict, batch_size: int, *, repeats:
           f"torch {memory_format} {threads}t", batch_size,
           torch_step_fn(config, memory_format=memory_format),
           prepare=functools.partial(torch.set_num_threads, threads)))
-  for variant in variants:
-    seconds = variant.warmup(warmup)
-    logging.info("batch %d, %s: %d warm-up steps in %.2f s", batch_size, variant.name,
-                 warmup, seconds)
-  for round_index in range(repeats):
-    shift = round_index % len(variants)
-    for variant in variants[shift:] + variants[:shift]:
-      variant.time_step()
-  for variant in variants:
-    variant.release()
+  time_interleaved(variants, repeats=repeats, warmup=warmup,
+                   label=f"batch {batch_size},")
   return variants
 
 
@@ -174,16 +152,9 @@ def report(config: ml_collections.ConfigDict, results: dict[int, list[Variant]],
         f"{1e3 * by_name[name].median_seconds:.1f} "
         f"({1e3 * min(by_name[name].times):.1f}-{1e3 * max(by_name[name].times):.1f})"
         for name in names])
-  device = jax.devices()[0]
-  versions = library_versions()
   model = config.model
   lines = [
-      f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-      f"- Machine: {cpu_model()}, {usable_cores()} usable cores ({os.cpu_count()} "
-      f"online); jax device: {device.platform} ({device.device_kind}), 1 used"
-      + (", 1-minute load average at start / end: "
-         + " / ".join(f"{load:.1f}" for load in load_averages) if load_averages else ""),
-      "- Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
+      *machine_lines(load_averages),
       f"- Model: configs/vae.py, latent {model.latent_dim}, encoder width "
       f"{model.encoder_width}, decoder width {model.decoder_width}, upsample "
       f"{model.upsample!r}, {config.likelihood.name} likelihood; Adam {config.optim.lr}.",

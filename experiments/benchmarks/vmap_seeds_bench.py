@@ -38,10 +38,7 @@ and a CPU is already busy with one small model. The case it is for, a small mode
 idle GPU or TPU, has not been measured yet: run this script there.
 """
 
-import datetime
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -62,6 +59,7 @@ from cnnjax.sweeps.vmap_seeds import (make_vmapped_train_step, put_seed_batches,
 from cnnjax.train import parallel  # noqa: E402
 from cnnjax.train.gan_program import build_gan_program  # noqa: E402
 from cnnjax.train.validation import validate_gan_config  # noqa: E402
+from experiments.benchmarks.timing import command_line, machine_lines  # noqa: E402
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
@@ -141,19 +139,15 @@ def time_rounds(rounds: dict[str, Callable[[], None]], repeats: int, warmup: int
 
 
 def render(rows: Sequence[dict], config: ml_collections.ConfigDict, mesh) -> str:
-  device = mesh.devices.flat[0]
   lines = [
       "# S seeds as one vmapped program vs S sequential runs",
       "",
-      f"{datetime.date.today().isoformat()}; {device.platform} "
-      f"({device.device_kind}) x{mesh.size}; {platform.processor() or platform.machine()}, "
-      f"{os.cpu_count()} cores; jax {jax.__version__}; DCGAN {config.data.image_size}x"
-      f"{config.data.image_size}x{FLAGS.channels}, batch {config.train.batch_size} per "
-      f"seed, latent {config.model.latent_dim}; median of {FLAGS.repeats} rounds after "
-      f"{FLAGS.warmup} warm-up round(s), compiled ahead of time.",
-      "",
-      "Command: `python -m experiments.benchmarks.vmap_seeds_bench "
-      + " ".join(shlex.quote(arg) for arg in sys.argv[1:]) + "`",
+      *machine_lines((os.getloadavg()[0],), devices_used=mesh.size),
+      f"- Model: DCGAN {config.data.image_size}x{config.data.image_size}x{FLAGS.channels}, "
+      f"batch {config.train.batch_size} per seed, latent {config.model.latent_dim}; median "
+      f"of {FLAGS.repeats} rounds after {FLAGS.warmup} warm-up round(s), compiled ahead "
+      "of time.",
+      f"- Command: `{command_line()}`",
       "",
       "| width | seeds | sequential s/round | vmapped s/round | sequential seed-steps/s "
       "| vmapped seed-steps/s | speed-up |",
