@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
+from cnnjax.models.fast_conv import strided_conv
 from cnnjax.models.spectral_norm import spectral_normalized
 from cnnjax.models.upsample import upsample_layer
 
@@ -123,7 +124,7 @@ def discriminator_features(module: nn.Module, images_bhwc: jax.Array,
     x = spectral_normalized(
         nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME",
                 use_bias=level == 0 or module.norm == "none", dtype=module.dtype,
-                kernel_init=dcgan_kernel_init),
+                kernel_init=dcgan_kernel_init, conv_general_dilated=strided_conv),
         enabled=module.spectral_norm, update_stats=train, n_steps=module.sn_steps)(x)
     if level > 0 and module.norm == "batch":  # DCGAN: none on the input layer.
       x = nn.BatchNorm(
