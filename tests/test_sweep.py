@@ -306,3 +306,15 @@ def test_report_tables_and_plots_of_a_finished_sweep(tiny_sweep):
   assert "| setting | seeds | g_loss |" in printed
   with Image.open(workdir / "report_ablation.png") as image:
     assert image.size[0] < sizes["report_ablation.png"][0]
+
+
+def test_report_curves_put_held_out_metrics_at_the_step_they_were_computed(tmp_path):
+  from cnnjax.sweeps.report import read_run
+  lines = [{"step": 100, "loss": 3.0, "test_neg_elbo": 9.0, "test_step": 0},
+           {"step": 200, "loss": 2.0, "test_neg_elbo": 9.0, "test_step": 0},
+           {"step": 300, "loss": 1.0, "test_neg_elbo": 5.0, "test_step": 250}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  run = read_run(str(tmp_path), "run", "setting", 0, "finished")
+  assert run.curves["loss"] == ([100, 200, 300], [3.0, 2.0, 1.0])
+  assert run.curves["test_neg_elbo"] == ([0, 250], [9.0, 5.0])
+  assert run.final["test_neg_elbo"] == 5.0 and "test_step" not in run.curves

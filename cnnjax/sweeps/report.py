@@ -76,10 +76,16 @@ def _read_metrics(path: str) -> dict[str, tuple[list[int], list[float]]]:
         continue
       record = json.loads(line)
       step = int(record.pop("step"))
+      # Held-out metrics (test_*) are logged with the step they were computed at
+      # (test_step): their curves use it, once per computation.
+      test_step = record.get("test_step")
       for name, value in record.items():
         if isinstance(value, (int, float)) and not _NOT_RESULTS.search(name):
+          at = int(test_step) if test_step is not None and name.startswith("test_") else step
           steps, values = curves.setdefault(name, ([], []))
-          steps.append(step)
+          if steps and steps[-1] == at:
+            continue
+          steps.append(at)
           values.append(float(value))
   return curves
 
