@@ -11,11 +11,12 @@ the conditioning labels), `config.json` and `metrics.jsonl`. It writes
 
 import json
 import os
-import platform
 import sys
-from importlib import metadata
 
 from absl import app, flags, logging
+
+from cnnjax.io.workdir import read_json
+from experiments.benchmarks.timing import machine_summary, package_versions
 
 _WORKDIRS = flags.DEFINE_string("workdirs", "workdirs", "Folder of the runs.")
 _DOCS = flags.DEFINE_string("docs", "docs", "Folder of the page.")
@@ -49,31 +50,6 @@ def commands(config: str, workdir: str) -> list[str]:
           f"--num_samples={NUM_SAMPLES} --seed=0",
           f"python3.11 run.py sample --workdir={path} --num=100 --seed=0 "
           f"--out=docs/gan_samples_{run_name(workdir)}.png"]
-
-
-def read_json(path: str) -> dict:
-  with open(path) as file:
-    return json.load(file)
-
-
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as file:
-      names = [line.split(":", 1)[1].strip() for line in file
-               if line.startswith("model name")]
-    cpu = names[0] if names else cpu
-  return f"{cpu}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
-
-
-def versions() -> str:
-  found = [f"Python {platform.python_version()}"]
-  for package in PACKAGES:
-    try:
-      found.append(f"{package} {metadata.version(package)}")
-    except metadata.PackageNotFoundError:
-      pass
-  return ", ".join(found)
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -202,8 +178,8 @@ class per row (row r is digit r).
 
 ## Machine and versions
 
-- {machine()}; JAX on CPU (one device), the machine shared with other jobs.
-- {versions()}.
+- {machine_summary()}; JAX on CPU (one device), the machine shared with other jobs.
+- {package_versions(PACKAGES)}.
 
 ## Commands
 

@@ -12,11 +12,12 @@ ELBO during training). It writes `docs/results_vae.md` and
 import json
 import math
 import os
-import platform
 import sys
-from importlib import metadata
 
 from absl import app, flags, logging
+
+from cnnjax.io.workdir import read_json
+from experiments.benchmarks.timing import machine_summary, package_versions
 
 _WORKDIRS = flags.DEFINE_string("workdirs", "workdirs", "Folder of the runs.")
 _DOCS = flags.DEFINE_string("docs", "docs", "Folder of the page and the plot.")
@@ -41,11 +42,6 @@ def commands(name: str, variant: str) -> list[str]:
           "--num_samples=5000 --seed=0",
           f"python3.11 run.py sample --workdir={workdir} --num=100 --seed=0 "
           f"--out=docs/vae_samples_{variant or 'vae'}.png"]
-
-
-def read_json(path: str) -> dict:
-  with open(path) as file:
-    return json.load(file)
 
 
 def held_out_curve(workdir: str) -> tuple[list[int], list[float]]:
@@ -77,26 +73,6 @@ def plot_curves(curves: dict[str, tuple[list[int], list[float]]], title: str,
   figure.tight_layout()
   figure.savefig(path)
   pyplot.close(figure)
-
-
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as file:
-      names = [line.split(":", 1)[1].strip() for line in file
-               if line.startswith("model name")]
-    cpu = names[0] if names else cpu
-  return f"{cpu}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
-
-
-def versions() -> str:
-  found = [f"Python {platform.python_version()}"]
-  for package in PACKAGES:
-    try:
-      found.append(f"{package} {metadata.version(package)}")
-    except metadata.PackageNotFoundError:
-      pass
-  return ", ".join(found)
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -221,8 +197,8 @@ is class r mod K).
 
 ## Machine and versions
 
-- {machine()}; JAX on CPU (one device), the machine shared with other jobs.
-- {versions()}.
+- {machine_summary()}; JAX on CPU (one device), the machine shared with other jobs.
+- {package_versions(PACKAGES)}.
 
 ## Commands
 

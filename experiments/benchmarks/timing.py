@@ -143,6 +143,24 @@ def library_versions() -> dict[str, str]:
   return versions
 
 
+def package_versions(packages: Sequence[str]) -> str:
+  """"Python 3.11.7, jax 0.10.2, ..." for the installed ones of `packages`."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  found = [f"Python {platform.python_version()}"]
+  for package in packages:
+    try:
+      found.append(f"{package} {metadata.version(package)}")
+    except metadata.PackageNotFoundError:
+      pass
+  return ", ".join(found)
+
+
+def machine_summary() -> str:
+  """The CPU, its visible cores and the operating system, in one line."""
+  return (f"{cpu_model()}, {os.cpu_count()} cores visible, {platform.system()} "
+          f"{platform.release()}")
+
+
 def command_line() -> str:
   """The command that ran this benchmark, as typed from the repository root."""
   spec = getattr(sys.modules["__main__"], "__spec__", None)
