@@ -301,6 +301,13 @@ def test_report_tables_and_plots_of_a_finished_sweep(tiny_sweep):
     with Image.open(workdir / name) as image:
       assert image.format == "PNG" and image.size[0] > 300
       sizes[name] = image.size
+  # A metric no run has, asked for by name, is a one-line error; nothing is rewritten.
+  before = (workdir / "report.md").read_text()
+  with pytest.raises(ConfigError) as error:
+    write_report(str(workdir), metrics=["g_loss", "fdi"])
+  assert "--metrics names fdi" in str(error.value) and "\n" not in str(error.value)
+  assert "g_loss" in str(error.value).split("available:")[1]
+  assert (workdir / "report.md").read_text() == before
   # --metrics overrides the sweep's: one bar-chart panel instead of two.
   printed = write_report(str(workdir), metrics=["g_loss"])
   assert "| setting | seeds | g_loss |" in printed

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from cnnjax.errors import WorkdirError
+from cnnjax.errors import ConfigError, WorkdirError
 from cnnjax.io.workdir import CONFIG_FILE, read_json
 from cnnjax.sweeps.launch import MANIFEST_FILE, METRICS_FILE, is_finished
 
@@ -330,6 +330,12 @@ def write_report(workdir: str, metrics: Sequence[str] = ()) -> str:
   summaries = summarise(manifest, runs)
   csv_path = os.path.join(workdir, "report.csv")
   write_csv(csv_path, summaries)
+  if metrics:  # Asked for on the command line: a typo is an error, before any writing.
+    available = {metric for summary in summaries for metric in summary.final}
+    unknown = [metric for metric in metrics if metric not in available]
+    if unknown:
+      raise ConfigError(f"--metrics names {', '.join(unknown)}, which no finished run "
+                        f"of {workdir} has; available: {', '.join(sorted(available))}.")
   report_metric = pick_report_metric(summaries, manifest.get("report_metric", ""))
   headline = summary_metrics(
       summaries, list(metrics) or manifest.get("summary_metrics", []), report_metric)
