@@ -6,7 +6,7 @@ import pytest
 
 from cnnjax.models import build_gan
 from conftest import load_config
-from experiments.benchmarks import dcgan_step_bench, timing
+from experiments.benchmarks import dcgan_step_bench, flops, timing
 
 CONFIG = load_config("dcgan.py")
 
@@ -60,13 +60,82 @@ def test_benchmark_cnnjax_path_runs_one_step():
   config = dcgan_step_bench.cnnjax_config(
       tiny, resolution=tiny.data.image_size, batch_size=tiny.train.batch_size,
       upsample="fast")
-  step, get_state = dcgan_step_bench.cnnjax_step_fn(config, channels=1)
+  step, get_state, step_flops = dcgan_step_bench.cnnjax_step_fn(config, channels=1)
+  assert step_flops > 0
   variant = timing.Variant("cnnjax fast", tiny.train.batch_size, step)
   variant.time_step()
   state = get_state()
   assert int(state.step) == 1
   assert len(state.generator.params["Dense_0"]["kernel"].devices()) == 1
   assert np.isfinite(variant.images_per_second) and variant.images_per_second > 0
+
+
+def test_torch_reference_bfloat16_autocast_keeps_float32_weights():
+  torch = pytest.importorskip("torch")
+  from experiments.benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+  trainer = torch_dcgan.build_trainer(16, 3, latent_dim=8, g_width=4, d_width=4,
+                                      precision="bfloat16")
+  logit_dtypes = []
+  trainer.discriminator.register_forward_hook(
+      lambda module, args, output: logit_dtypes.append(output.dtype))
+  images = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+  before = [p.detach().clone() for p in trainer.generator.parameters()]
+  losses = trainer.train_step(trainer.prepare_images(images))
+  assert logit_dtypes == [torch.bfloat16] * 3  # Real, fake, and the generator's step.
+  assert all(torch.isfinite(loss) and loss.dtype == torch.float32
+             for loss in losses.values())
+  assert all(p.dtype == torch.float32 for p in trainer.generator.parameters())
+  assert any(not torch.equal(old, new.detach()) for old, new in
+             zip(before, trainer.generator.parameters()))
+
+
+def test_torch_reference_rejects_an_unknown_precision():
+  pytest.importorskip("torch")
+  from experiments.benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="Unknown precision 'float16'"):
+    torch_dcgan.build_trainer(16, 3, precision="float16")
+
+
+def test_flop_counts_of_a_matmul():
+  a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+  lowered = jax.jit(lambda a, b: a @ b).lower(a, b)
+  assert flops.xla_flops(lowered) == 2 * 8 * 16 * 4
+  torch = pytest.importorskip("torch")
+  a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
+  assert flops.torch_flops(lambda: a_t @ b_t) == 2 * 8 * 16 * 4
+
+
+def test_peaks_come_from_datasheets_for_known_gpus_else_a_measured_matmul():
+  assert flops.datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989.4e12
+  assert flops.datasheet_peak("NVIDIA H100 PCIe", "bfloat16")[0] == 756e12
+  assert flops.datasheet_peak("NVIDIA H200", "float32")[0] == 494.7e12
+  assert flops.datasheet_peak("cpu", "float32") is None
+  peak, source = flops.peak_flops("float32", matmul_size=128)
+  assert peak > 0 and source.startswith("fastest float32 matrix multiplication measured")
+
+
+def test_report_compares_each_precision_with_its_own_pytorch_variants():
+  seconds = {"cnnjax fast": 1.0, "torch channels_last 2t": 0.5,
+             "cnnjax fast bf16": 0.25, "torch channels_last 2t bf16": 2.0}
+  variants = []
+  for name, time in seconds.items():
+    variant = timing.Variant(name, 128, lambda: None)
+    variant.times = [time]
+    variants.append(variant)
+  result = dcgan_step_bench.SizeResult(variants, xla_flops=1e12, torch_flops=1.2e12)
+  text = dcgan_step_bench.report(
+      {(32, 128): result}, repeats=1, warmup=0, flax_upsample_steps=0,
+      peaks={"float32": (2e12, "float32 source"), "bfloat16": (8e12, "bf16 source")})
+  header, _, row = [line for line in text.splitlines()
+                    if line.startswith("|")][:3]
+  cells = dict(zip((c.strip() for c in header.split("|")[1:-1]),
+                   (c.strip() for c in row.split("|")[1:-1])))
+  assert cells["cnnjax fast / best torch"] == "0.50x"
+  assert cells["cnnjax fast bf16 / best torch bf16"] == "8.00x"
+  assert cells["cnnjax fast bf16 (img/s)"] == "512.0"
+  # Model FLOPs: PyTorch's count (1.2 TFLOP a step), then XLA's beside it.
+  assert "| 32x32 | 128 | 1200.0 | 1000.0 | 1.200 (60%) | 2.400 (120%) | " in text
+  assert "- bfloat16: 8.000 TFLOP/s, bf16 source" in text
 
 
 VAE_CONFIG = load_config("vae.py")

@@ -12,7 +12,8 @@ from jax import lax
 import cnnjax.models.dcgan as dcgan_module
 from cnnjax.losses.regularizers import gradient_penalty
 from cnnjax.models import build_gan
-from cnnjax.models.fast_conv import strided_conv
+from cnnjax.models.fast_conv import channels_last_spec, space_to_depth_conv, strided_conv
+from cnnjax.train import parallel
 from conftest import load_config
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -48,14 +49,62 @@ def _penalty(conv):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_outputs_and_gradients_equal_lax_exactly(name):
+def test_outputs_and_kernel_gradients_equal_lax_exactly(name):
   x, kernel, strides, padding = _arrays(name)
   reference, fast = _convs(strides, padding)
   loss = lambda conv: jax.jit(jax.value_and_grad(
       lambda k, x: jnp.sum(jnp.sin(conv(x, k))), (0, 1)))
   np.testing.assert_array_equal(jax.jit(fast)(x, kernel), jax.jit(reference)(x, kernel))
-  jax.tree.map(np.testing.assert_array_equal, loss(fast)(kernel, x),
-               loss(reference)(kernel, x))
+  (value, (dkernel, dx)), (value_ref, (dkernel_ref, dx_ref)) = (
+      loss(fast)(kernel, x), loss(reference)(kernel, x))
+  np.testing.assert_array_equal(value, value_ref)
+  np.testing.assert_array_equal(dkernel, dkernel_ref)
+  # On CPU the input gradient is space_to_depth_conv's transpose: other sums, same value.
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6)
+
+
+SPACE_TO_DEPTH_CASES = {  # name: (input shape, kernel taps, strides, padding)
+    "dcgan": ((2, 16, 16, 5), (4, 4), (2, 2), ((1, 1), (1, 1))),
+    "odd_sizes_mixed_strides": ((2, 15, 17, 3), (3, 5), (2, 3), ((1, 2), (0, 2))),
+    "stride_gt_kernel": ((1, 11, 10, 2), (2, 3), (3, 4), ((0, 1), (2, 0))),
+    "negative_pads": ((2, 12, 12, 4), (4, 4), (2, 2), ((-1, 2), (2, -1))),
+    "conv1d": ((2, 9, 4), (4,), (2,), ((2, 1),)),
+    "conv3d": ((2, 8, 8, 8, 2), (2, 4, 3), (2, 2, 1), ((0, 0), (1, 1), (1, 1))),
+}
+
+
+@pytest.mark.parametrize("name", SPACE_TO_DEPTH_CASES)
+def test_space_to_depth_conv_equals_lax_and_transposes_without_lhs_dilation(name):
+  x_shape, taps, strides, padding = SPACE_TO_DEPTH_CASES[name]
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=taps + (x_shape[-1], 3)), jnp.float32)
+  spec = channels_last_spec(x.ndim)
+  expected = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=spec)
+  actual = space_to_depth_conv(x, kernel, strides, padding)
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  transpose = lambda conv: jax.linear_transpose(conv, x)(cotangent)[0]
+  np.testing.assert_allclose(
+      transpose(lambda x: space_to_depth_conv(x, kernel, strides, padding)),
+      transpose(lambda x: lax.conv_general_dilated(x, kernel, strides, padding,
+                                                   dimension_numbers=spec)),
+      rtol=1e-5, atol=1e-5)
+  hlo = jax.jit(lambda c: jax.linear_transpose(
+      lambda x: space_to_depth_conv(x, kernel, strides, padding), x)(c)[0]).lower(
+          cotangent).as_text()
+  convolutions = [line for line in hlo.splitlines() if "stablehlo.convolution" in line]
+  assert convolutions and not any(re.search(r"lhs_dilate = \[[0-9, ]*[2-9]", line)
+                                      for line in convolutions)
+
+
+def test_input_gradient_on_cpu_has_no_lhs_dilated_convolution():
+  x, kernel, strides, padding = _arrays("dcgan")
+  _, fast = _convs(strides, padding)
+  hlo = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(fast(x, kernel))))).lower(
+      x).compile().as_text()
+  convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
+  assert convolutions and not any("lhs_dilate" in line for line in convolutions)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -122,3 +171,16 @@ def test_discriminator_penalty_matches_plain_convolutions():
   jax.tree.map(lambda a, e: np.testing.assert_allclose(
       a, e, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(e)) + 1e-12)),
       fast_grads, plain_grads)
+
+
+def test_cpu_compiler_options_leave_convolutions_to_xla():
+  mesh = parallel.make_data_mesh(jax.devices()[:1])
+  assert parallel.compiler_options(mesh) == parallel.CPU_COMPILER_OPTIONS
+  # Large enough for XLA:CPU's cost model to pick a library (shapes only: no run).
+  x = jax.ShapeDtypeStruct((32, 16, 16, 64), jnp.float32)
+  kernel = jax.ShapeDtypeStruct((4, 4, 64, 128), jnp.float32)
+  reference, _ = _convs((2, 2), "SAME")
+  compiled = lambda options: jax.jit(reference, compiler_options=options).lower(
+      x, kernel).compile().as_text()
+  assert "__ynn_fusion" in compiled(None)  # XLA:CPU's default: YNNPACK convolutions...
+  assert "__ynn_fusion" not in compiled(parallel.compiler_options(mesh))  # ... not ours.

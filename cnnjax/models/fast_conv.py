@@ -11,12 +11,126 @@ that reverse mode runs the fast window-dilated form (the trick of
 `cnnjax.models.upsample.conv_transpose_kernel_tangent`). Use it as
 `nn.Conv(..., conv_general_dilated=strided_conv)`: parameters are unchanged. Reverse
 mode of any order and vmap work; forward mode (`jax.jvp`) through it does not.
+
+On CPU the input gradient itself is computed as the transpose of
+`space_to_depth_conv`, the same strided convolution written as a stride-1 convolution
+of the space-to-depth input: a stride-1 convolution and a depth-to-space, which XLA:CPU
+runs 2.9x faster than the lhs-dilated convolution lax's transpose rule emits (16x16x64
+<- 8x8x128, batch 128). The forward pass and the kernel gradient stay lax's, bit for
+bit; the input gradient equals lax's to float rounding. Other platforms use lax's.
 """
 
 import functools
+import math
+from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
+
+
+def is_channels_last(numbers: lax.ConvDimensionNumbers) -> bool:
+  """Whether `numbers` are (batch, *spatial, feature) / (*spatial, in, out), flax's."""
+  ndim = len(numbers.lhs_spec)
+  spatial = tuple(range(1, ndim - 1))
+  return (tuple(numbers.lhs_spec) == (0, ndim - 1) + spatial
+          and tuple(numbers.out_spec) == (0, ndim - 1) + spatial
+          and tuple(numbers.rhs_spec) == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
+
+
+def space_to_depth_conv(x_bsc: jax.Array, kernel_sio: jax.Array, strides: Sequence[int],
+                        padding: Sequence[tuple[int, int]], precision=None) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, strides, padding)`, channels-last, as a
+  stride-1 convolution of the space-to-depth input.
+
+  The input is padded (negative pads crop), cut or zero-extended to a whole number of
+  stride blocks, and its blocks folded into channels; the kernel is zero-extended to a
+  multiple of the stride and folded the same way: a window of `ceil(taps / stride)`
+  blocks, with no dilation anywhere. Its transpose in `x` (what reverse mode runs) is
+  therefore a stride-1 convolution and a depth-to-space.
+
+  Args:
+    x_bsc: (batch, *spatial, in).
+    kernel_sio: (*taps, in, out).
+    strides: window strides, one per spatial dimension.
+    padding: (low, high) pads per spatial dimension.
+    precision: as lax's.
+
+  Returns:
+    (batch, *spatial_out, out), equal to lax's strided convolution.
+  """
+  num_spatial = x_bsc.ndim - 2
+  taps = kernel_sio.shape[:num_spatial]
+  zero = jnp.zeros((), x_bsc.dtype)
+  x_bsc = lax.pad(x_bsc, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding),
+                                (0, 0, 0)])
+  outs = [(n - t) // s + 1 for n, t, s in zip(x_bsc.shape[1:-1], taps, strides)]
+  blocks = [-(-t // s) for t, s in zip(taps, strides)]  # The window, in stride blocks.
+  sizes = [(o + b - 1) * s for o, b, s in zip(outs, blocks, strides)]
+  x_bsc = lax.pad(x_bsc, zero, [(0, 0, 0), *((0, size - n, 0) for size, n in
+                                             zip(sizes, x_bsc.shape[1:-1])), (0, 0, 0)])
+  batch, channels = x_bsc.shape[0], x_bsc.shape[-1]
+  # (b, n1/s1, s1, n2/s2, s2, c) -> (b, n1/s1, n2/s2, s1, s2, c) -> fold (s1, s2, c).
+  x_bsc = x_bsc.reshape(batch, *(d for size, s in zip(sizes, strides)
+                                 for d in (size // s, s)), channels)
+  x_bsc = x_bsc.transpose(0, *range(1, 2 * num_spatial, 2), *range(2, 2 * num_spatial + 1, 2),
+                          2 * num_spatial + 1)
+  x_bsc = x_bsc.reshape(batch, *(size // s for size, s in zip(sizes, strides)),
+                        math.prod(strides) * channels)
+  features = kernel_sio.shape[-1]
+  kernel_sio = jnp.pad(kernel_sio, [(0, b * s - t) for b, s, t in zip(blocks, strides, taps)]
+                       + [(0, 0), (0, 0)])
+  kernel_sio = kernel_sio.reshape(*(d for b, s in zip(blocks, strides) for d in (b, s)),
+                                  channels, features)
+  kernel_sio = kernel_sio.transpose(*range(0, 2 * num_spatial, 2),
+                                    *range(1, 2 * num_spatial, 2),
+                                    2 * num_spatial, 2 * num_spatial + 1)
+  kernel_sio = kernel_sio.reshape(*blocks, math.prod(strides) * channels, features)
+  numbers = lax.conv_dimension_numbers(x_bsc.shape, kernel_sio.shape,
+                                       channels_last_spec(x_bsc.ndim))
+  return lax.conv_general_dilated(x_bsc, kernel_sio, (1,) * num_spatial, "VALID",
+                                  dimension_numbers=numbers, precision=precision)
+
+
+def transposed_conv_by_space_to_depth(x_bsc: jax.Array, kernel_sio: jax.Array,
+                                      strides: Sequence[int],
+                                      pads: Sequence[tuple[int, int]],
+                                      precision=None) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, 1, pads, lhs_dilation=strides)` (the
+  transposed convolution of `lax.conv_transpose`), channels-last, without lhs dilation.
+
+  It is the adjoint of a strided convolution with the spatially flipped kernel, its
+  input and output features swapped and pads `taps - 1 - pad`; that adjoint is taken
+  of `space_to_depth_conv`, so this runs a stride-1 convolution and a depth-to-space.
+
+  Args:
+    x_bsc: (batch, *spatial, in).
+    kernel_sio: (*taps, in, out).
+    strides: the lhs dilation (the upsampling factors).
+    pads: (low, high) pads of the dilated input, per spatial dimension.
+    precision: as lax's.
+
+  Returns:
+    (batch, *spatial_out, out), equal to lax's to float rounding.
+  """
+  num_spatial = x_bsc.ndim - 2
+  taps = kernel_sio.shape[:num_spatial]
+  numbers = lax.conv_dimension_numbers(x_bsc.shape, kernel_sio.shape,
+                                       channels_last_spec(x_bsc.ndim))
+  y_like = jax.eval_shape(lambda x: lax.conv_general_dilated(
+      x, kernel_sio, (1,) * num_spatial, pads, lhs_dilation=strides,
+      dimension_numbers=numbers), x_bsc)
+  adjoint_kernel = jnp.swapaxes(jnp.flip(kernel_sio, tuple(range(num_spatial))), -1, -2)
+  adjoint_pads = [(t - 1 - lo, t - 1 - hi) for t, (lo, hi) in zip(taps, pads)]
+  return jax.linear_transpose(
+      lambda y: space_to_depth_conv(y, adjoint_kernel, strides, adjoint_pads, precision),
+      y_like)(x_bsc)[0]
+
+
+def channels_last_spec(ndim: int) -> tuple[str, str, str]:
+  """lax's dimension-number strings of a channels-last `ndim`-D convolution."""
+  spatial = "".join(chr(ord("0") + i) for i in range(ndim - 2))
+  return ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
 
 
 def _conv(x, kernel, config):
@@ -25,9 +139,16 @@ def _conv(x, kernel, config):
                                   dimension_numbers=dimension_numbers, precision=precision)
 
 
+def _lax_input_gradient(cotangent, kernel, x_like, config):
+  return jax.linear_transpose(lambda x: _conv(x, kernel, config), x_like)(cotangent)[0]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def conv_input_gradient(cotangent, kernel, x_like, config):
   """The input gradient of `_conv(., kernel)` at `cotangent`.
+
+  On CPU, for channels-last convolutions, the transpose of `space_to_depth_conv`;
+  elsewhere lax's transpose (an lhs-dilated convolution).
 
   Args:
     cotangent: the convolution's output cotangent.
@@ -35,7 +156,19 @@ def conv_input_gradient(cotangent, kernel, x_like, config):
     x_like: `jax.ShapeDtypeStruct` of its input.
     config: (window_strides, padding, dimension_numbers, precision), hashable.
   """
-  return jax.linear_transpose(lambda x: _conv(x, kernel, config), x_like)(cotangent)[0]
+  window_strides, padding, numbers, precision = config
+  if not is_channels_last(numbers):
+    return _lax_input_gradient(cotangent, kernel, x_like, config)
+
+  def space_to_depth(cotangent, kernel):
+    return jax.linear_transpose(
+        lambda x: space_to_depth_conv(x, kernel, window_strides, padding, precision),
+        x_like)(cotangent)[0]
+
+  return lax.platform_dependent(
+      cotangent, kernel, cpu=space_to_depth,
+      default=lambda cotangent, kernel: _lax_input_gradient(cotangent, kernel, x_like,
+                                                            config))
 
 
 @conv_input_gradient.defjvp
@@ -43,8 +176,8 @@ def _conv_input_gradient_jvp(x_like, config, primals, tangents):
   cotangent, kernel = primals
   cotangent_dot, kernel_dot = tangents
   out = conv_input_gradient(cotangent, kernel, x_like, config)
-  # Linear in the cotangent: JAX's own transpose (a strided convolution) is fast.
-  out_dot = conv_input_gradient(cotangent_dot, kernel, x_like, config)
+  # Linear in the cotangent: lax's form, whose transpose is the strided convolution.
+  out_dot = _lax_input_gradient(cotangent_dot, kernel, x_like, config)
 
   # Linear in the kernel: K(k') = the input gradient with kernel k'. Its transpose
   # maps w (input-shaped) to the kernel gradient of <conv(w, .), cotangent>, a

@@ -6,8 +6,10 @@ convolution pathologically slowly (jax-ml/jax#23783, #31662). `FastConvTranspose
 computes exactly the same function with the same parameters, but with gradients
 that avoid lhs-dilated convolutions:
 
-* `method='hybrid'`: the forward pass is flax's own lhs-dilated convolution (fast
-  on CPU); a `jax.custom_jvp` writes its tangent in the kernel so that reverse mode
+* `method='hybrid'`: the forward pass is flax's own lhs-dilated convolution, on CPU
+  computed as the adjoint of a space-to-depth strided convolution (a stride-1
+  convolution and a depth-to-space, faster there; `cnnjax.models.fast_conv`);
+  a `jax.custom_jvp` writes its tangent in the kernel so that reverse mode
   computes the kernel gradient as that of the adjoint strided convolution, one
   convolution with window dilation (see `conv_transpose_kernel_tangent`; with
   mixed input and kernel dtypes, the 'phase' decomposition below), while the input
@@ -50,6 +52,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax.errors import ConfigError
+from cnnjax.models.fast_conv import transposed_conv_by_space_to_depth
 
 METHODS = ("hybrid", "phase", "phase_conv", "zeros")
 
@@ -220,11 +223,11 @@ def conv_transpose_kernel_tangent(x_bsc: jax.Array, kernel_dot: jax.Array,
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def conv_transpose_hybrid(x_bsc: jax.Array, kernel_sio: jax.Array,
-                          strides: tuple[int, ...],
-                          pads: tuple[tuple[int, int], ...],
-                          kernel_dilation: tuple[int, ...], precision: PrecisionLike,
-                          preferred_element_type: Dtype | None) -> jax.Array:
+def _conv_transpose_lax(x_bsc: jax.Array, kernel_sio: jax.Array,
+                        strides: tuple[int, ...],
+                        pads: tuple[tuple[int, int], ...],
+                        kernel_dilation: tuple[int, ...], precision: PrecisionLike,
+                        preferred_element_type: Dtype | None) -> jax.Array:
   """`lax.conv_transpose` itself, differentiated without lhs-dilated kernel grads.
 
   Args and result as `conv_transpose_zeros` (all but the arrays hashable).
@@ -235,7 +238,7 @@ def conv_transpose_hybrid(x_bsc: jax.Array, kernel_sio: jax.Array,
       precision=precision, preferred_element_type=preferred_element_type)
 
 
-def _conv_transpose_hybrid_jvp(
+def _conv_transpose_lax_jvp(
     strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
     kernel_dilation: tuple[int, ...], precision: PrecisionLike,
     preferred_element_type: Dtype | None, primals: tuple[jax.Array, jax.Array],
@@ -249,12 +252,12 @@ def _conv_transpose_hybrid_jvp(
   config = (strides, pads, kernel_dilation, precision, preferred_element_type)
   conv_kwargs = dict(precision=precision,
                      preferred_element_type=preferred_element_type)
-  y = conv_transpose_hybrid(x_bsc, kernel_sio, *config)
+  y = _conv_transpose_lax(x_bsc, kernel_sio, *config)
   terms = []
   if not isinstance(x_dot, SymbolicZero):
     # Reverse mode transposes this, linear in x', with JAX's own rule: a conv of
     # the cotangent with the flipped kernel, strided by `strides`, undilated.
-    terms.append(conv_transpose_hybrid(x_dot, kernel_sio, *config))
+    terms.append(_conv_transpose_lax(x_dot, kernel_sio, *config))
   if isinstance(kernel_dot, SymbolicZero):
     pass
   elif preferred_element_type is None and x_bsc.dtype == kernel_dot.dtype:
@@ -266,6 +269,44 @@ def _conv_transpose_hybrid_jvp(
     terms.append(conv_transpose_zeros(x_bsc, kernel_dot, strides, pads,
                                       kernel_dilation, **conv_kwargs))
   return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+_conv_transpose_lax.defjvp(_conv_transpose_lax_jvp, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def conv_transpose_hybrid(x_bsc: jax.Array, kernel_sio: jax.Array,
+                          strides: tuple[int, ...],
+                          pads: tuple[tuple[int, int], ...],
+                          kernel_dilation: tuple[int, ...], precision: PrecisionLike,
+                          preferred_element_type: Dtype | None) -> jax.Array:
+  """`lax.conv_transpose`, computed on CPU without lhs dilation, differentiated
+  without lhs-dilated kernel gradients.
+
+  On CPU (undilated kernels, one dtype) the value is
+  `transposed_conv_by_space_to_depth`'s, a stride-1 convolution and a depth-to-space
+  that XLA:CPU runs faster than the lhs-dilated convolution; elsewhere lax's. The
+  derivatives are `_conv_transpose_lax`'s on every platform: the input gradient is a
+  strided convolution, the kernel gradient a window-dilated one.
+
+  Args and result as `conv_transpose_zeros` (all but the arrays hashable).
+  """
+  config = (strides, pads, kernel_dilation, precision, preferred_element_type)
+  lax_value = lambda x, kernel: _conv_transpose_lax(x, kernel, *config)
+  if (any(d != 1 for d in kernel_dilation) or preferred_element_type is not None
+      or x_bsc.dtype != kernel_sio.dtype):
+    return lax_value(x_bsc, kernel_sio)
+  return lax.platform_dependent(
+      x_bsc, kernel_sio, default=lax_value,
+      cpu=lambda x, kernel: transposed_conv_by_space_to_depth(x, kernel, strides, pads,
+                                                              precision))
+
+
+def _conv_transpose_hybrid_jvp(strides, pads, kernel_dilation, precision,
+                               preferred_element_type, primals, tangents):
+  config = (strides, pads, kernel_dilation, precision, preferred_element_type)
+  _, y_dot = _conv_transpose_lax_jvp(*config, primals, tangents)
+  return conv_transpose_hybrid(*primals, *config), y_dot
 
 
 conv_transpose_hybrid.defjvp(_conv_transpose_hybrid_jvp, symbolic_zeros=True)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.models.dcgan import resolution_plan
+from cnnjax.models.fast_conv import strided_conv
 from cnnjax.models.upsample import upsample_layer
 
 
@@ -54,7 +55,8 @@ class Encoder(nn.Module):
     x = images_bhwc.astype(self.dtype)
     for level in range(doublings):
       x = nn.relu(nn.Conv(self.width * 2 ** level, (4, 4), strides=(2, 2),
-                          padding="SAME", dtype=self.dtype, name=f"conv_{level}")(x))
+                          padding="SAME", dtype=self.dtype, name=f"conv_{level}",
+                          conv_general_dilated=strided_conv)(x))
     x = _with_label(x.reshape(x.shape[0], -1), labels_b, self.num_classes)
     stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="posterior")(x).astype(
         jnp.float32)

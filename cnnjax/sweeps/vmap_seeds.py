@@ -90,8 +90,9 @@ def make_vmapped_train_step(program: GanProgram, mesh: Mesh):
   seed's state and tracks its non-finite steps) is vmapped; the stacked state is
   replicated over `mesh` and donated.
   """
-  return jax.jit(jax.vmap(program.train_step), donate_argnums=0,
-                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+  return jax.jit(jax.vmap(parallel.unjitted(program.train_step)), donate_argnums=0,
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 compiler_options=parallel.compiler_options(mesh))
 
 
 def _record_run(workdir: str, config: ml_collections.ConfigDict, data_info: dict,

@@ -149,7 +149,8 @@ def build_classifier_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
       per_device_step, mesh=mesh, batch_size=config.train.batch_size, latent_dim=2,
       latent_stream=TRAIN_STREAM, skip_nonfinite=config.train.on_nonfinite == "skip")
   predict = jax.jit(functools.partial(_predict, model=model, image_size=image_size),
-                    out_shardings=parallel.replicated(mesh))
+                    out_shardings=parallel.replicated(mesh),
+                    compiler_options=parallel.compiler_options(mesh))
   return ClassifierProgram(
       mesh=mesh, model=model, image_size=image_size, channels=channels,
       init_state=jax.jit(init, out_shardings=parallel.replicated(mesh)),

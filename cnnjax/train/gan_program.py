@@ -185,7 +185,7 @@ def build_gan_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels
           needs_noise=bool(config.train.diffaugment) or config.loss.gp_weight > 0),
       num_chunks=config.train.d_steps)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=parallel.compiler_options(mesh))
   def sample(params, batch_stats, latents_nz, *labels_n):
     return generator.apply({"params": params, "batch_stats": batch_stats}, latents_nz,
                            *labels_n, train=False)

@@ -13,12 +13,30 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# XLA:CPU hands convolutions, matmuls and reductions to YNNPACK by default; with
+# convolutions left to XLA's own (Eigen) kernels the DCGAN step ran 1.3x faster on a
+# 2-core Xeon (a strided convolution's kernel gradient 2x; experiments/benchmarks/
+# RESULTS.md, run E). Keeping YNNPACK's matmuls and reductions measured fastest.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh named `DATA_AXIS` over `devices` (default: every device of every process)."""
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def compiler_options(mesh: Mesh) -> dict[str, str] | None:
+  """XLA options for programs compiled for `mesh` (`jax.jit(compiler_options=...)`):
+  `CPU_COMPILER_OPTIONS` on CPU, XLA's defaults (None) elsewhere."""
+  return dict(CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == "cpu" else None
+
+
+def unjitted(step: Callable) -> Callable:
+  """The function a `jax.jit` wraps, to trace inside another jit: only a top-level
+  jit may set `compiler_options`, so the outer one sets them for both."""
+  return step.__wrapped__
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -112,5 +130,6 @@ def make_parallel_train_step(
     return new_state, metrics
 
   return jax.jit(step, donate_argnums=0,
-                 out_shardings=(replicated(mesh), replicated(mesh)))
+                 out_shardings=(replicated(mesh), replicated(mesh)),
+                 compiler_options=compiler_options(mesh))
 

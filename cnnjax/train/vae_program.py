@@ -238,13 +238,16 @@ def build_vae_program(config: ml_collections.ConfigDict, *, mesh: Mesh, channels
         _init_with_held_out, init=init, record_fn=record_fn),
         out_shardings=parallel.replicated(mesh)), shards)
     train_step = functools.partial(jax.jit(functools.partial(
-        _step_with_held_out, parallel_step=train_step, record_fn=record_fn,
+        _step_with_held_out, parallel_step=parallel.unjitted(train_step),
+        record_fn=record_fn,
         every=config.eval.elbo_every, num_steps=config.train.num_steps),
-        donate_argnums=0, out_shardings=parallel.replicated(mesh)),
+        donate_argnums=0, out_shardings=parallel.replicated(mesh),
+        compiler_options=parallel.compiler_options(mesh)),
         held_out=shards)
 
   decode = jax.jit(lambda params, latents, labels: likelihood.mean_image(vae.apply(
-      {"params": params}, latents, labels, method="decode")))
+      {"params": params}, latents, labels, method="decode")),
+                   compiler_options=parallel.compiler_options(mesh))
   return VaeProgram(
       mesh=mesh, vae=vae, likelihood=likelihood, conditional=conditional,
       num_classes=num_classes, per_device_step=per_device_step, init_state=init,

@@ -28,11 +28,12 @@ Run from the repository root:
 On a GPU, jax (and PyTorch, if its build has CUDA) use it; nothing else changes.
 """
 
+import dataclasses
 import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 if __package__ in (None, ""):  # Run as a file: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
@@ -46,6 +47,7 @@ from ml_collections import config_flags  # noqa: E402
 from cnnjax.train import parallel  # noqa: E402
 from cnnjax.train.gan_program import build_gan_program  # noqa: E402
 from cnnjax.train.validation import validate_gan_config  # noqa: E402
+from experiments.benchmarks.flops import peak_flops, torch_flops, xla_flops  # noqa: E402
 from experiments.benchmarks.timing import (Variant, ahead_of_time_step,  # noqa: E402
                                            command_line, define_torch_flags,
                                            machine_lines, markdown_table, random_images,
@@ -73,22 +75,45 @@ def define_flags() -> None:
                     "Also time cnnjax with model.upsample='flax' (nn.ConvTranspose).")
   flags.DEFINE_integer("flax_upsample_steps", 1,
                        "Timed steps (and no warm-up) of the slow model.upsample='flax'.")
+  flags.DEFINE_list("precisions", ["float32"],
+                    "Compute dtypes to time: float32 and/or bfloat16 (cnnjax's "
+                    "model.dtype; PyTorch's autocast).")
+  flags.DEFINE_bool("report_flops", True,
+                    "Report achieved TFLOP/s and the fraction of the device's peak.")
   define_torch_flags(default_threads=["0"])
 
 
+PRECISION_SUFFIXES = {"float32": "", "bfloat16": " bf16"}
+
+
 def cnnjax_config(base: ml_collections.ConfigDict, *, resolution: int, batch_size: int,
-                  upsample: str) -> ml_collections.ConfigDict:
-  """A copy of `base` at `resolution` and `batch_size` with `model.upsample`."""
+                  upsample: str, precision: str = "float32") -> ml_collections.ConfigDict:
+  """A copy of `base` at `resolution` and `batch_size`, with `model.upsample` and the
+  compute dtype `precision` (`model.dtype`)."""
   config = ml_collections.ConfigDict(base.to_dict())
   config.data.image_size = resolution
   config.train.batch_size = batch_size
   config.model.upsample = upsample
+  config.model.dtype = precision
   config.lock()
   return config
 
 
+class CnnjaxStep(NamedTuple):
+  """cnnjax's compiled step on a fixed batch.
+
+  Attributes:
+    step: runs one training step and blocks until the new state is ready.
+    get_state: returns the current state.
+    xla_flops: the step's FLOPs by XLA's cost analysis.
+  """
+  step: Callable[[], None]
+  get_state: Callable[[], Any]
+  xla_flops: float
+
+
 def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNELS,
-                   seed: int = 0) -> tuple[Callable[[], None], Callable[[], Any]]:
+                   seed: int = 0) -> CnnjaxStep:
   """cnnjax's jitted training step on one device, on a fixed random batch.
 
   Args:
@@ -97,9 +122,7 @@ def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNEL
     seed: seed of the random batch.
 
   Returns:
-    `(step, get_state)`: `step()` runs one training step of the ahead-of-time
-    compiled program and blocks until the new state is ready; `get_state()` returns
-    the current state.
+    The ahead-of-time compiled step (`CnnjaxStep`).
   """
   mesh = parallel.make_data_mesh(jax.devices()[:1])
   validate_gan_config(config, num_devices=1)
@@ -107,14 +130,19 @@ def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNEL
   size, batch_size = config.data.image_size, config.train.batch_size
   batch = parallel.put_global_batch(
       {"image": random_images(batch_size, size, channels, seed)}, mesh)
-  return ahead_of_time_step(
-      program.train_step, program.init_state(), batch,
-      label=f"cnnjax {size}x{size} batch {batch_size} upsample={config.model.upsample}")
+  state = program.init_state()
+  step_flops = xla_flops(program.train_step.lower(state, batch))
+  step, get_state = ahead_of_time_step(
+      program.train_step, state, batch,
+      label=f"cnnjax {size}x{size} batch {batch_size} upsample={config.model.upsample} "
+      f"dtype={config.model.dtype}")
+  return CnnjaxStep(step, get_state, step_flops)
 
 
 def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
                   channels: int = CHANNELS, seed: int = 0) -> Callable[[], None]:
-  """The PyTorch reference's training step on a fixed random batch (CUDA if available)."""
+  """The PyTorch reference's training step on a fixed random batch (CUDA if available),
+  in `config.model.dtype` (bfloat16: autocast)."""
   import torch  # pylint: disable=g-import-not-at-top
   from experiments.benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
 
@@ -123,7 +151,8 @@ def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
   trainer = torch_dcgan.build_trainer(
       size, channels, latent_dim=config.model.latent_dim, g_width=config.model.g_width,
       d_width=config.model.d_width, learning_rate=config.optim.g_lr, b1=config.optim.b1,
-      b2=config.optim.b2, memory_format=memory_format, device=device, seed=seed)
+      b2=config.optim.b2, memory_format=memory_format, device=device, seed=seed,
+      precision=config.model.dtype)
   if config.optim.d_lr != config.optim.g_lr:
     for group in trainer.d_optimizer.param_groups:
       group["lr"] = config.optim.d_lr
@@ -137,10 +166,29 @@ def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,
   return step
 
 
+@dataclasses.dataclass
+class SizeResult:
+  """The timed variants of one (resolution, batch size) and the step's model FLOPs.
+
+  Attributes:
+    variants: the timed variants.
+    xla_flops: FLOPs of cnnjax's step by XLA's cost analysis (of its float32 program).
+    torch_flops: FLOPs of the PyTorch step by `FlopCounterMode` (0: not counted).
+  """
+  variants: list[Variant]
+  xla_flops: float
+  torch_flops: float = 0.0
+
+  @property
+  def model_flops(self) -> float:
+    """The step's model FLOPs: PyTorch's count where taken, else XLA's."""
+    return self.torch_flops or self.xla_flops
+
+
 def run_size(base: ml_collections.ConfigDict, resolution: int, batch_size: int, *,
              repeats: int, warmup: int, flax_upsample_steps: int,
-             torch_formats: Sequence[str], torch_threads: Sequence[int]
-             ) -> list[Variant]:
+             torch_formats: Sequence[str], torch_threads: Sequence[int],
+             precisions: Sequence[str] = ("float32",)) -> SizeResult:
   """Builds, warms up and times every variant at one size, interleaved.
 
   Args:
@@ -148,92 +196,132 @@ def run_size(base: ml_collections.ConfigDict, resolution: int, batch_size: int, 
     resolution, batch_size: the size to time.
     repeats: timed steps per variant.
     warmup: untimed steps per variant first.
-    flax_upsample_steps: timed steps of cnnjax with `nn.ConvTranspose` (0: skip it).
+    flax_upsample_steps: timed steps of cnnjax with `nn.ConvTranspose` (0: skip it;
+      float32 only).
     torch_formats: PyTorch memory formats to time (empty: skip PyTorch).
     torch_threads: PyTorch intra-op thread counts to time, each with every format.
+    precisions: compute dtypes; every variant but `cnnjax flax` runs in each
+      (names get `PRECISION_SUFFIXES`).
 
   Returns:
-    The timed variants.
+    The timed variants and the step's model FLOPs.
   """
-  variants = []
-  config = cnnjax_config(base, resolution=resolution, batch_size=batch_size,
-                         upsample="fast")
-  variants.append(Variant("cnnjax fast", batch_size, cnnjax_step_fn(config)[0]))
-  if flax_upsample_steps > 0:
+  variants, step_flops, counted_torch_flops = [], 0.0, 0.0
+  for precision in precisions:
+    suffix = PRECISION_SUFFIXES[precision]
     config = cnnjax_config(base, resolution=resolution, batch_size=batch_size,
-                           upsample="flax")
-    variants.append(Variant("cnnjax flax", batch_size, cnnjax_step_fn(config)[0],
-                            max_steps=flax_upsample_steps, warmup_steps=0))
-  torch_config = cnnjax_config(base, resolution=resolution, batch_size=batch_size,
-                               upsample="fast")
-  for threads in torch_threads:
-    for memory_format in torch_formats:
-      import torch  # pylint: disable=g-import-not-at-top
-      variants.append(Variant(
-          f"torch {memory_format} {threads}t", batch_size,
-          torch_step_fn(torch_config, memory_format=memory_format),
-          prepare=functools.partial(torch.set_num_threads, threads)))
+                           upsample="fast", precision=precision)
+    cnnjax_step = cnnjax_step_fn(config)
+    step_flops = step_flops or cnnjax_step.xla_flops
+    variants.append(Variant("cnnjax fast" + suffix, batch_size, cnnjax_step.step))
+    if flax_upsample_steps > 0 and precision == "float32":
+      config = cnnjax_config(base, resolution=resolution, batch_size=batch_size,
+                             upsample="flax")
+      variants.append(Variant("cnnjax flax", batch_size, cnnjax_step_fn(config).step,
+                              max_steps=flax_upsample_steps, warmup_steps=0))
+    torch_config = cnnjax_config(base, resolution=resolution, batch_size=batch_size,
+                                 upsample="fast", precision=precision)
+    for threads in torch_threads:
+      for memory_format in torch_formats:
+        import torch  # pylint: disable=g-import-not-at-top
+        step = torch_step_fn(torch_config, memory_format=memory_format)
+        if not counted_torch_flops:  # The counted step doubles as a warm-up step.
+          torch.set_num_threads(threads)
+          counted_torch_flops = torch_flops(step)
+        variants.append(Variant(
+            f"torch {memory_format} {threads}t{suffix}", batch_size, step,
+            prepare=functools.partial(torch.set_num_threads, threads)))
   time_interleaved(variants, repeats=repeats, warmup=warmup,
                    label=f"{resolution}x{resolution} batch {batch_size},")
-  return variants
+  return SizeResult(variants, step_flops, counted_torch_flops)
 
 
-def report(results: dict[tuple[int, int], list[Variant]], *, repeats: int,
+def _precision_of(name: str) -> str:
+  for precision, suffix in PRECISION_SUFFIXES.items():
+    if suffix and name.endswith(suffix):
+      return precision
+  return "float32"
+
+
+def _without_precision(name: str) -> str:
+  suffix = PRECISION_SUFFIXES[_precision_of(name)]
+  return name[:-len(suffix)] if suffix else name
+
+
+def report(results: dict[tuple[int, int], SizeResult], *, repeats: int,
            warmup: int, flax_upsample_steps: int,
-           load_averages: Sequence[float] = ()) -> str:
-  """The markdown report: context, images/s table and step-time details.
+           load_averages: Sequence[float] = (),
+           peaks: dict[str, tuple[float, str]] | None = None) -> str:
+  """The markdown report: context, images/s table, step times and FLOP/s.
 
   Args:
-    results: the timed variants of each (resolution, batch size).
+    results: the timed variants and model FLOPs of each (resolution, batch size).
     repeats, warmup, flax_upsample_steps: the benchmark's settings, for the record.
     load_averages: the machine's 1-minute load average at the start and end.
+    peaks: precision -> (peak FLOP/s, its source), for the fraction of peak (None:
+      no FLOP/s table).
 
   Returns:
     Markdown text.
   """
-  names = [variant.name for variant in next(iter(results.values()))]
+  first = next(iter(results.values())).variants
+  names = [variant.name for variant in first]
+  precisions = list(dict.fromkeys(_precision_of(name) for name in names))
   torch_names = [name for name in names if name.startswith("torch")]
   # Thread-count suffixes ("2t") of the PyTorch variants, in order.
-  thread_groups = list(dict.fromkeys(name.rsplit(" ", 1)[1] for name in torch_names))
-  header = ["resolution", "batch"] + [f"{name} (img/s)" for name in names]
+  thread_groups = list(dict.fromkeys(
+      _without_precision(name).rsplit(" ", 1)[1] for name in torch_names))
+  # (column, cnnjax variant, the PyTorch variants it is compared with).
+  ratios = []
   if torch_names:
-    header.append("cnnjax fast / best torch")
-    if len(thread_groups) > 1:
-      header += [f"cnnjax fast / best torch {group}" for group in thread_groups]
-    if "cnnjax flax" in names:
-      header.append("cnnjax flax / best torch")
-  rows, details = [], []
-  for (resolution, batch_size), variants in results.items():
-    by_name = {variant.name: variant for variant in variants}
-    row = [f"{resolution}x{resolution}", str(batch_size)]
-    row += [f"{by_name[name].images_per_second:.1f}" for name in names]
-    if torch_names:
-      fast = by_name["cnnjax fast"].images_per_second
-      best = max(by_name[name].images_per_second for name in torch_names)
-      row.append(f"{fast / best:.2f}x")
+    for precision in precisions:
+      suffix = PRECISION_SUFFIXES[precision]
+      same = [name for name in torch_names if _precision_of(name) == precision]
+      ratios.append((f"cnnjax fast{suffix} / best torch{suffix}", "cnnjax fast" + suffix,
+                     same))
       if len(thread_groups) > 1:
-        for group in thread_groups:
-          best_in_group = max(by_name[name].images_per_second for name in torch_names
-                              if name.endswith(" " + group))
-          row.append(f"{fast / best_in_group:.2f}x")
-      if "cnnjax flax" in by_name:
-        row.append(f"{by_name['cnnjax flax'].images_per_second / best:.2f}x")
-    rows.append(row)
-    details.append([f"{resolution}x{resolution}", str(batch_size)] + [
+        ratios += [(f"cnnjax fast{suffix} / best torch {group}{suffix}",
+                    "cnnjax fast" + suffix,
+                    [name for name in same
+                     if _without_precision(name).endswith(" " + group)])
+                   for group in thread_groups]
+    if "cnnjax flax" in names:
+      ratios.append(("cnnjax flax / best torch", "cnnjax flax",
+                     [name for name in torch_names if _precision_of(name) == "float32"]))
+  header = (["resolution", "batch"] + [f"{name} (img/s)" for name in names]
+            + [column for column, _, _ in ratios])
+  rows, details, throughput = [], [], []
+  for (resolution, batch_size), result in results.items():
+    by_name = {variant.name: variant for variant in result.variants}
+    size = [f"{resolution}x{resolution}", str(batch_size)]
+    rows.append(size + [f"{by_name[name].images_per_second:.1f}" for name in names] + [
+        f"{by_name[ours].images_per_second / max(by_name[name].images_per_second for name in theirs):.2f}x"  # pylint: disable=line-too-long
+        for _, ours, theirs in ratios])
+    details.append(size + [
         f"{1e3 * by_name[name].median_seconds:.0f} "
         f"({1e3 * min(by_name[name].times):.0f}-{1e3 * max(by_name[name].times):.0f})"
         for name in names])
+    if peaks:
+      cells = []
+      for name in names:
+        achieved = result.model_flops / by_name[name].median_seconds
+        cells.append(f"{achieved / 1e12:.3f} ({100 * achieved / peaks[_precision_of(name)][0]:.0f}%)")  # pylint: disable=line-too-long
+      torch_count = f"{result.torch_flops / 1e9:.1f}" if result.torch_flops else "-"
+      throughput.append(size + [torch_count, f"{result.xla_flops / 1e9:.1f}"] + cells)
+  flax_note = (f"; `cnnjax flax` (nn.ConvTranspose): no warm-up, {flax_upsample_steps} "
+               "timed step(s)" if "cnnjax flax" in names else "")
   lines = [
       *machine_lines(load_averages),
       "- PyTorch: `torch <memory format> <N>t` ran with torch.set_num_threads(N); Adam "
       "fused where supported; the discriminator's weights are frozen during the "
-      "generator's backward pass (as in cnnjax).",
+      "generator's backward pass (as in cnnjax)"
+      + ('; ` bf16` variants: cnnjax with `model.dtype="bfloat16"`, PyTorch under '
+         "bfloat16 `torch.autocast`, both with float32 weights and optimizer state"
+         if "bfloat16" in precisions else "") + ".",
       f"- Method: full training steps (D and G update) on a fixed batch; cnnjax "
       f"compiled ahead of time (never timed); {warmup} untimed warm-up step(s), then the "
-      f"median of {repeats} timed steps per variant, variants interleaved round-robin"
-      + (f"; `cnnjax flax` (nn.ConvTranspose): no warm-up, {flax_upsample_steps} timed "
-         "step(s)" if any(v.name == "cnnjax flax" for v in results[next(iter(results))])
-         else "") + ".",
+      f"median of {repeats} timed steps per variant, variants interleaved "
+      f"round-robin{flax_note}.",
       f"- Command: `{command_line()}`",
       "",
       "Images per second (higher is better):",
@@ -245,6 +333,23 @@ def report(results: dict[tuple[int, int], list[Variant]], *, repeats: int,
       markdown_table(["resolution", "batch"] + names, details),
       "",
   ]
+  if peaks:
+    lines += [
+        "Achieved TFLOP/s and fraction of peak. Model FLOPs per step: PyTorch's "
+        "`FlopCounterMode` count of the reference step (convolutions and matmuls over "
+        "whole windows, the usual analytic count; XLA's cost analysis of cnnjax's "
+        "float32 step where PyTorch is absent), the same for every variant as the model "
+        "is; XLA's count, which follows cnnjax's implementation (space-to-depth "
+        "convolutions on CPU compute some zeros), beside it. Peaks:",
+        "",
+        *[f"- {precision}: {peak / 1e12:.3f} TFLOP/s, {source}"
+          for precision, (peak, source) in peaks.items()],
+        "",
+        markdown_table(["resolution", "batch", "model GFLOP/step (PyTorch count)",
+                        "GFLOP/step (XLA cost analysis)"]
+                       + [f"{name} TFLOP/s (% of peak)" for name in names], throughput),
+        "",
+    ]
   return "\n".join(lines)
 
 
@@ -255,18 +360,26 @@ def main(argv: Sequence[str]) -> None:
   torch_threads = [int(n) or usable_cores() for n in FLAGS.torch_threads]
   load_averages = [os.getloadavg()[0]]
   logging.info("jax devices: %s", jax.devices())
+  unknown = sorted(set(FLAGS.precisions) - set(PRECISION_SUFFIXES))
+  if unknown:
+    raise app.UsageError(f"Unknown --precisions {', '.join(unknown)}: use "
+                         f"{' and/or '.join(PRECISION_SUFFIXES)}.")
   results = {}
   for resolution in map(int, FLAGS.resolutions):
     for batch_size in map(int, FLAGS.batch_sizes):
       results[(resolution, batch_size)] = run_size(
           FLAGS.config, resolution, batch_size, repeats=FLAGS.repeats,
           warmup=FLAGS.warmup, torch_formats=torch_formats,
-          torch_threads=torch_threads,
+          torch_threads=torch_threads, precisions=FLAGS.precisions,
           flax_upsample_steps=(FLAGS.flax_upsample_steps
                                if FLAGS.include_flax_upsample else 0))
+  load_averages.append(os.getloadavg()[0])
+  # Measured after the timing, so the peak's matrix multiplications disturb nothing.
+  peaks = ({precision: peak_flops(precision) for precision in FLAGS.precisions}
+           if FLAGS.report_flops else None)
   text = report(results, repeats=FLAGS.repeats, warmup=FLAGS.warmup,
                 flax_upsample_steps=FLAGS.flax_upsample_steps,
-                load_averages=load_averages + [os.getloadavg()[0]])
+                load_averages=load_averages, peaks=peaks)
   print(text)
   if FLAGS.output:
     with open(FLAGS.output, "w", encoding="utf-8") as output:

@@ -33,6 +33,8 @@ from cnnjax.models.dcgan import resolution_plan
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format,
                   "channels_last": torch.channels_last}
+# Precision -> autocast dtype (None: plain float32), as cnnjax's model.dtype.
+AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class TorchGenerator(nn.Module):
@@ -130,6 +132,9 @@ class TorchDcganTrainer:
     freeze_discriminator_in_g_step: skip the discriminator's (unused) weight gradients
       during the generator's backward pass, as cnnjax does (PyTorch's DCGAN example
       computes and then discards them).
+    autocast_dtype: None for float32, else the `torch.autocast` dtype of the forward
+      passes and losses (mixed precision: float32 weights, optimizer and backward
+      accumulation), as cnnjax's `model.dtype`.
   """
   generator: TorchGenerator
   discriminator: TorchDiscriminator
@@ -139,6 +144,11 @@ class TorchDcganTrainer:
   device: torch.device
   memory_format: torch.memory_format
   freeze_discriminator_in_g_step: bool = True
+  autocast_dtype: torch.dtype | None = None
+
+  def _autocast(self):
+    return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                          enabled=self.autocast_dtype is not None)
 
   def prepare_images(self, images_bhwc) -> torch.Tensor:
     """A (B, H, W, C) float array -> a (B, C, H, W) tensor in this trainer's layout."""
@@ -156,22 +166,26 @@ class TorchDcganTrainer:
     """
     batch_size = real_bchw.shape[0]
     latents = torch.randn(batch_size, self.latent_dim, device=self.device)
-    fakes = self.generator(latents)
+    with self._autocast():
+      fakes = self.generator(latents)
 
     self.d_optimizer.zero_grad(set_to_none=True)
-    real_logits = self.discriminator(real_bchw)
-    fake_logits = self.discriminator(fakes.detach())
-    d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-              + F.binary_cross_entropy_with_logits(fake_logits,
-                                                   torch.zeros_like(fake_logits)))
+    with self._autocast():
+      real_logits = self.discriminator(real_bchw)
+      fake_logits = self.discriminator(fakes.detach())
+      d_loss = (F.binary_cross_entropy_with_logits(real_logits,
+                                                   torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits,
+                                                     torch.zeros_like(fake_logits)))
     d_loss.backward()
     self.d_optimizer.step()
 
     self.g_optimizer.zero_grad(set_to_none=True)
     if self.freeze_discriminator_in_g_step:
       self.discriminator.requires_grad_(False)
-    logits = self.discriminator(fakes)  # The updated discriminator.
-    g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    with self._autocast():
+      logits = self.discriminator(fakes)  # The updated discriminator.
+      g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
     g_loss.backward()
     if self.freeze_discriminator_in_g_step:
       self.discriminator.requires_grad_(True)
@@ -191,7 +205,8 @@ def build_trainer(resolution: int, channels: int, *, latent_dim: int = 100,
                   g_width: int = 64, d_width: int = 64, learning_rate: float = 2e-4,
                   b1: float = 0.5, b2: float = 0.999, memory_format: str = "contiguous",
                   device: str | torch.device = "cpu", seed: int = 0,
-                  freeze_discriminator_in_g_step: bool = True) -> TorchDcganTrainer:
+                  freeze_discriminator_in_g_step: bool = True,
+                  precision: str = "float32") -> TorchDcganTrainer:
   """Builds and initialises the PyTorch DCGAN of cnnjax's `configs/dcgan.py` shape.
 
   Args:
@@ -204,7 +219,11 @@ def build_trainer(resolution: int, channels: int, *, latent_dim: int = 100,
     device: torch device.
     seed: `torch.manual_seed` before initialisation.
     freeze_discriminator_in_g_step: see `TorchDcganTrainer`.
+    precision: "float32", or "bfloat16" for bfloat16 autocast (mixed precision).
   """
+  if precision not in AUTOCAST_DTYPES:
+    raise ValueError(f"Unknown precision {precision!r}: use one of "
+                     f"{', '.join(AUTOCAST_DTYPES)}.")
   if memory_format not in MEMORY_FORMATS:
     raise ValueError(f"Unknown memory format {memory_format!r}: use one of "
                      f"{', '.join(MEMORY_FORMATS)}.")
@@ -223,7 +242,8 @@ def build_trainer(resolution: int, channels: int, *, latent_dim: int = 100,
       g_optimizer=adam(generator.parameters(), learning_rate, b1, b2),
       d_optimizer=adam(discriminator.parameters(), learning_rate, b1, b2),
       latent_dim=latent_dim, device=device, memory_format=fmt,
-      freeze_discriminator_in_g_step=freeze_discriminator_in_g_step)
+      freeze_discriminator_in_g_step=freeze_discriminator_in_g_step,
+      autocast_dtype=AUTOCAST_DTYPES[precision])
 
 
 def cnnjax_parameter_counts(resolution: int, channels: int, *, latent_dim: int = 100,
