@@ -73,13 +73,13 @@ def space_to_depth_conv(x_bsc: jax.Array, kernel_sio: jax.Array, strides: Sequen
   # (b, n1/s1, s1, n2/s2, s2, c) -> (b, n1/s1, n2/s2, s1, s2, c) -> fold (s1, s2, c).
   x_bsc = x_bsc.reshape(batch, *(d for size, s in zip(sizes, strides)
                                  for d in (size // s, s)), channels)
-  x_bsc = x_bsc.transpose(0, *range(1, 2 * num_spatial, 2), *range(2, 2 * num_spatial + 1, 2),
-                          2 * num_spatial + 1)
+  x_bsc = x_bsc.transpose(0, *range(1, 2 * num_spatial, 2),
+                          *range(2, 2 * num_spatial + 1, 2), 2 * num_spatial + 1)
   x_bsc = x_bsc.reshape(batch, *(size // s for size, s in zip(sizes, strides)),
                         math.prod(strides) * channels)
   features = kernel_sio.shape[-1]
-  kernel_sio = jnp.pad(kernel_sio, [(0, b * s - t) for b, s, t in zip(blocks, strides, taps)]
-                       + [(0, 0), (0, 0)])
+  kernel_sio = jnp.pad(kernel_sio, [(0, b * s - t) for b, s, t in
+                                    zip(blocks, strides, taps)] + [(0, 0), (0, 0)])
   kernel_sio = kernel_sio.reshape(*(d for b, s in zip(blocks, strides) for d in (b, s)),
                                   channels, features)
   kernel_sio = kernel_sio.transpose(*range(0, 2 * num_spatial, 2),

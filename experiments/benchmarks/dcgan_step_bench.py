@@ -293,9 +293,10 @@ def report(results: dict[tuple[int, int], SizeResult], *, repeats: int,
   rows, details, throughput = [], [], []
   for (resolution, batch_size), result in results.items():
     by_name = {variant.name: variant for variant in result.variants}
+    speed = {name: variant.images_per_second for name, variant in by_name.items()}
     size = [f"{resolution}x{resolution}", str(batch_size)]
-    rows.append(size + [f"{by_name[name].images_per_second:.1f}" for name in names] + [
-        f"{by_name[ours].images_per_second / max(by_name[name].images_per_second for name in theirs):.2f}x"  # pylint: disable=line-too-long
+    rows.append(size + [f"{speed[name]:.1f}" for name in names] + [
+        f"{speed[ours] / max(speed[name] for name in theirs):.2f}x"
         for _, ours, theirs in ratios])
     details.append(size + [
         f"{1e3 * by_name[name].median_seconds:.0f} "
@@ -305,7 +306,8 @@ def report(results: dict[tuple[int, int], SizeResult], *, repeats: int,
       cells = []
       for name in names:
         achieved = result.model_flops / by_name[name].median_seconds
-        cells.append(f"{achieved / 1e12:.3f} ({100 * achieved / peaks[_precision_of(name)][0]:.0f}%)")  # pylint: disable=line-too-long
+        peak = peaks[_precision_of(name)][0]
+        cells.append(f"{achieved / 1e12:.3f} ({100 * achieved / peak:.0f}%)")
       torch_count = f"{result.torch_flops / 1e9:.1f}" if result.torch_flops else "-"
       throughput.append(size + [torch_count, f"{result.xla_flops / 1e9:.1f}"] + cells)
   flax_note = (f"; `cnnjax flax` (nn.ConvTranspose): no warm-up, {flax_upsample_steps} "
