@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
+from jax import export, lax
 
 import cnnjax.models.dcgan as dcgan_module
 from cnnjax.losses.regularizers import gradient_penalty
@@ -98,13 +98,17 @@ def test_space_to_depth_conv_equals_lax_and_transposes_without_lhs_dilation(name
                                       for line in convolutions)
 
 
-def test_input_gradient_on_cpu_has_no_lhs_dilated_convolution():
+def test_input_gradient_is_space_to_depth_on_cpu_and_lax_elsewhere():
   x, kernel, strides, padding = _arrays("dcgan")
   _, fast = _convs(strides, padding)
-  hlo = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(fast(x, kernel))))).lower(
-      x).compile().as_text()
-  convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
-  assert convolutions and not any("lhs_dilate" in line for line in convolutions)
+  input_gradient = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(fast(x, kernel)))))
+  lowered = {platform: export.export(input_gradient, platforms=[platform])(x).mlir_module()
+             for platform in ("cpu", "cuda")}
+  lhs_dilated = lambda hlo: [line for line in hlo.splitlines()
+                             if "stablehlo.convolution" in line
+                             and re.search(r"lhs_dilate = \[[0-9, ]*[2-9]", line)]
+  assert not lhs_dilated(lowered["cpu"])
+  assert len(lhs_dilated(lowered["cuda"])) == 1  # lax's transpose rule.
 
 
 @pytest.mark.parametrize("name", CASES)
