@@ -15,16 +15,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.experiment = "gan"
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict(dict(
-      name="digits",     # TFDS name, optionally with a builder config: "shapes/tiny".
-      data_dir="",       # "" means TFDS's default (or $TFDS_DATA_DIR).
-      split="train",
-      image_size=28,     # The model's resolution; data is padded or resized to it.
-      resize="pad",      # "pad" (centre, background -1) or "resize" (bilinear).
-      cache_in_memory=True,  # Decode the dataset once into RAM (small datasets).
-      num_threads=4,     # grain read threads.
-      prefetch=8,        # grain prefetch buffer, in batches.
-  ))
+  config.data = data_config()
 
   config.model = ml_collections.ConfigDict(dict(
       name="dcgan",      # Backbone: "dcgan" or "sngan" (SNGAN's ResNets, 32 or 64 px).
@@ -75,25 +66,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                          # "translation,cutout,color"; "" = off.
   ))
 
-  config.eval = ml_collections.ConfigDict(dict(
-      every=0,           # Steps between sample-quality evaluations (and the last step);
-                         # 0 = none. Needs extractor_workdir. Logged with the losses.
-      extractor_workdir="",  # A trained classifier run (configs/classifier.py) whose
-                         # features and logits score the samples.
-      reference_split="test",  # The real split samples are compared with.
-      num_samples=5000,  # Samples per evaluation (`run.py evaluate --num_samples`).
-      batch_size=500,    # Samples generated and scored per device call.
-      max_reference_features=10000,  # Raw real features kept for KID and PRDC.
-      reference_cache_dir="",  # Cached reference statistics; "" = <data_dir>/cnnjax_reference.
-  ))
-
-  config.checkpoint = ml_collections.ConfigDict(dict(
-      every=500,         # Steps between checkpoints (and one at the end).
-      keep=3,            # Newest checkpoints kept.
-      best_metric="",    # Also keep the best checkpoint by this logged metric ("fid").
-      best_mode="min",   # "min" or "max" for best_metric.
-      async_save=True,   # Write in the background while training continues.
-  ))
+  config.eval = ml_collections.ConfigDict(sample_quality_fields())
+  config.checkpoint = checkpoint_config()
 
   if variant in (None, ""):
     pass
@@ -125,3 +99,44 @@ def make_tiny(config: ml_collections.ConfigDict) -> None:
   config.checkpoint.every = 10
   config.eval.num_samples = 64
   config.eval.batch_size = 32
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """The data section every image experiment shares (configs/vae.py too)."""
+  return ml_collections.ConfigDict(dict(
+      name="digits",     # TFDS name, optionally with a builder config: "shapes/tiny".
+      data_dir="",       # "" means TFDS's default (or $TFDS_DATA_DIR).
+      split="train",
+      image_size=28,     # The model's resolution; data is padded or resized to it.
+      resize="pad",      # "pad" (centre, background -1) or "resize" (bilinear).
+      cache_in_memory=True,  # Decode the dataset once into RAM (small datasets).
+      num_threads=4,     # grain read threads.
+      prefetch=8,        # grain prefetch buffer, in batches.
+  ))
+
+
+def sample_quality_fields() -> dict:
+  """The `eval` fields of sample-quality evaluation (`cnnjax.evaluation.evaluate`,
+  `run.py evaluate`), shared by every generative model's config."""
+  return dict(
+      every=0,           # Steps between sample-quality evaluations (and the last step);
+                         # 0 = none. Needs extractor_workdir. Logged with the losses.
+      extractor_workdir="",  # A trained classifier run (configs/classifier.py) whose
+                         # features and logits score the samples.
+      reference_split="test",  # The real split samples are compared with.
+      num_samples=5000,  # Samples per evaluation (`run.py evaluate --num_samples`).
+      batch_size=500,    # Samples generated and scored per device call.
+      max_reference_features=10000,  # Raw real features kept for KID and PRDC.
+      reference_cache_dir="",  # Cached reference statistics; "" = <data_dir>/cnnjax_reference.
+  )
+
+
+def checkpoint_config() -> ml_collections.ConfigDict:
+  """The checkpoint section every training experiment shares."""
+  return ml_collections.ConfigDict(dict(
+      every=500,         # Steps between checkpoints (and one at the end).
+      keep=3,            # Newest checkpoints kept.
+      best_metric="",    # Also keep the best checkpoint by this logged metric ("fid").
+      best_mode="min",   # "min" or "max" for best_metric.
+      async_save=True,   # Write in the background while training continues.
+  ))

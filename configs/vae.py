@@ -12,6 +12,8 @@ Variants (`--config=configs/vae.py:VARIANT`, several joined by commas: `cvae,tin
 
 import ml_collections
 
+from configs import dcgan
+
 VARIANTS = ("beta", "cvae", "shapes", "tiny")
 
 
@@ -21,16 +23,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.experiment = "vae"
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict(dict(
-      name="digits",     # TFDS name, optionally with a builder config: "shapes/tiny".
-      data_dir="",       # "" means TFDS's default (or $TFDS_DATA_DIR).
-      split="train",
-      image_size=28,     # The model's resolution; data is padded or resized to it.
-      resize="pad",      # "pad" (centre, background -1) or "resize" (bilinear).
-      cache_in_memory=True,  # Decode the dataset once into RAM (small datasets).
-      num_threads=4,     # grain read threads.
-      prefetch=8,        # grain prefetch buffer, in batches.
-  ))
+  config.data = dcgan.data_config()
 
   config.model = ml_collections.ConfigDict(dict(
       name="conv_vae",
@@ -79,27 +72,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       importance_chunk=125,  # Importance samples decoded at once (bounds the memory).
       likelihood_batch_size=40,  # Images per likelihood call (a multiple of the devices).
       at_end=True,       # Write workdir/likelihood.json when training completes.
-      # Sample quality of prior samples (cnnjax.evaluation.evaluate, `run.py evaluate`),
-      # the same fields and meanings as configs/dcgan.py.
-      every=0,           # Steps between sample-quality evaluations (and the last step);
-                         # 0 = none. Needs extractor_workdir. Logged with the losses.
-      extractor_workdir="",  # A trained classifier run (configs/classifier.py) whose
-                         # features and logits score the samples.
-      reference_split="test",  # The real split samples are compared with.
-      num_samples=5000,  # Samples per evaluation (`run.py evaluate --num_samples`).
-      batch_size=500,    # Samples generated and scored per device call.
-      max_reference_features=10000,  # Raw real features kept for KID and PRDC.
-      reference_cache_dir="",  # Cached reference statistics;
-                         # "" = <data_dir>/cnnjax_reference.
+      # Sample quality of prior samples, as in configs/dcgan.py.
+      **dcgan.sample_quality_fields(),
   ))
 
-  config.checkpoint = ml_collections.ConfigDict(dict(
-      every=500,         # Steps between checkpoints (and one at the end).
-      keep=3,            # Newest checkpoints kept.
-      best_metric="",    # Also keep the best checkpoint by this logged metric.
-      best_mode="min",   # "min" or "max" for best_metric.
-      async_save=True,   # Write in the background while training continues.
-  ))
+  config.checkpoint = dcgan.checkpoint_config()
 
   variants = [name for name in (variant or "").split(",") if name]
   for name in variants:
