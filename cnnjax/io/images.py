@@ -1,11 +1,11 @@
 """Image grids as PNG files."""
 
 import math
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from cnnjax.io.atomic import atomic_write
 
 
 def to_uint8(images_nhwc: np.ndarray) -> np.ndarray:
@@ -43,8 +43,5 @@ def make_grid(images_nhwc: np.ndarray, num_cols: int | None = None,
 def save_png(path: str, image_hwc: np.ndarray) -> None:
   """Writes a uint8 (H, W, 1 or 3) image atomically: readers never see a partial file."""
   image = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
-  directory = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile(dir=directory, suffix=".png.tmp",
-                                   delete=False) as tmp:
-    Image.fromarray(image).save(tmp, format="PNG")
-  os.replace(tmp.name, path)
+  with atomic_write(path, "wb") as file:
+    Image.fromarray(image).save(file, format="PNG")

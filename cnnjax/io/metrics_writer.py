@@ -2,11 +2,12 @@
 
 import json
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from cnnjax.io.atomic import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -18,10 +19,8 @@ def _drop_records_after(path: str, step: int) -> None:
   kept = [line for line in lines if json.loads(line)["step"] <= step]
   if len(kept) == len(lines):
     return
-  with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), suffix=".tmp",
-                                   delete=False) as tmp:
-    tmp.writelines(kept)
-  os.replace(tmp.name, path)
+  with atomic_write(path) as file:
+    file.writelines(kept)
 
 
 class MetricsWriter:

@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 
 from cnnjax.errors import WorkdirError
+from cnnjax.io.atomic import atomic_write
 
 CONFIG_FILE = "config.json"
 DATA_INFO_FILE = "data_info.json"   # Dataset name, image shape, classes of a run.
@@ -32,12 +33,9 @@ def prepare_workdir(workdir: str) -> str:
 
 def write_json_atomic(path: str, payload: Any) -> None:
   """Writes `payload` as indented JSON; readers see the old or the new file, never half."""
-  directory = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json.tmp",
-                                   delete=False) as tmp:
-    json.dump(payload, tmp, indent=2, sort_keys=True)
-    tmp.write("\n")
-  os.replace(tmp.name, path)
+  with atomic_write(path) as file:
+    json.dump(payload, file, indent=2, sort_keys=True)
+    file.write("\n")
 
 
 def read_json(path: str) -> Any:

@@ -23,7 +23,6 @@ import os
 import pathlib
 import pickle
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.errors import CheckpointError
+from cnnjax.io.atomic import atomic_write
 from cnnjax.models.inception import (PT_INCEPTION_FILENAME, PT_INCEPTION_URL, InceptionV3,
                                      state_dict_to_variables, validate_state_dict)
 
@@ -268,17 +268,11 @@ def convert_pth_to_npz(pth_path: str | os.PathLike,
 def _convert(pth_path: pathlib.Path, npz_path: pathlib.Path) -> dict[str, np.ndarray]:
   """Validates the `.pth`, writes the `.npz`; returns the validated state dict."""
   state = validate_state_dict(read_pth(pth_path), pth_path)
-  temporary = None
   try:
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=npz_path.parent, prefix=npz_path.name,
-                                     suffix=".tmp", delete=False) as f:
-      temporary = pathlib.Path(f.name)
-      np.savez(f, **state, **{_SOURCE_HASH_KEY: np.array(_sha256(pth_path))})
-    os.replace(temporary, npz_path)
+    with atomic_write(str(npz_path), "wb") as file:
+      np.savez(file, **state, **{_SOURCE_HASH_KEY: np.array(_sha256(pth_path))})
   except OSError as e:
-    if temporary is not None:
-      temporary.unlink(missing_ok=True)
     raise CheckpointError(
         f"Cannot write converted Inception weights to {npz_path} ({_one_line(e)}): "
         "give a writable converted path.") from None
