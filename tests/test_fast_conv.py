@@ -12,7 +12,7 @@ from jax import export, lax
 import cnnjax.models.dcgan as dcgan_module
 from cnnjax.losses.regularizers import gradient_penalty
 from cnnjax.models import build_gan
-from cnnjax.models.fast_conv import channels_last_spec, space_to_depth_conv, strided_conv
+from cnnjax.models.fast_conv import channels_last_numbers, space_to_depth_conv, strided_conv
 from cnnjax.train import parallel
 from conftest import load_config
 
@@ -79,7 +79,7 @@ def test_space_to_depth_conv_equals_lax_and_transposes_without_lhs_dilation(name
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=taps + (x_shape[-1], 3)), jnp.float32)
-  spec = channels_last_spec(x.ndim)
+  spec = channels_last_numbers(x.ndim)
   expected = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=spec)
   actual = space_to_depth_conv(x, kernel, strides, padding)
   np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

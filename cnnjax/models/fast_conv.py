@@ -29,13 +29,13 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def is_channels_last(numbers: lax.ConvDimensionNumbers) -> bool:
-  """Whether `numbers` are (batch, *spatial, feature) / (*spatial, in, out), flax's."""
-  ndim = len(numbers.lhs_spec)
+def channels_last_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+  """flax's layout for `ndim`-D arrays: (batch, *spatial, feature) inputs and outputs,
+  (*spatial, in, out) kernels."""
   spatial = tuple(range(1, ndim - 1))
-  return (tuple(numbers.lhs_spec) == (0, ndim - 1) + spatial
-          and tuple(numbers.out_spec) == (0, ndim - 1) + spatial
-          and tuple(numbers.rhs_spec) == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
+  return lax.ConvDimensionNumbers((0, ndim - 1) + spatial,
+                                  (ndim - 1, ndim - 2) + tuple(range(ndim - 2)),
+                                  (0, ndim - 1) + spatial)
 
 
 def space_to_depth_conv(x_bsc: jax.Array, kernel_sio: jax.Array, strides: Sequence[int],
@@ -86,10 +86,9 @@ def space_to_depth_conv(x_bsc: jax.Array, kernel_sio: jax.Array, strides: Sequen
                                     *range(1, 2 * num_spatial, 2),
                                     2 * num_spatial, 2 * num_spatial + 1)
   kernel_sio = kernel_sio.reshape(*blocks, math.prod(strides) * channels, features)
-  numbers = lax.conv_dimension_numbers(x_bsc.shape, kernel_sio.shape,
-                                       channels_last_spec(x_bsc.ndim))
   return lax.conv_general_dilated(x_bsc, kernel_sio, (1,) * num_spatial, "VALID",
-                                  dimension_numbers=numbers, precision=precision)
+                                  dimension_numbers=channels_last_numbers(x_bsc.ndim),
+                                  precision=precision)
 
 
 def transposed_conv_by_space_to_depth(x_bsc: jax.Array, kernel_sio: jax.Array,
@@ -115,22 +114,14 @@ def transposed_conv_by_space_to_depth(x_bsc: jax.Array, kernel_sio: jax.Array,
   """
   num_spatial = x_bsc.ndim - 2
   taps = kernel_sio.shape[:num_spatial]
-  numbers = lax.conv_dimension_numbers(x_bsc.shape, kernel_sio.shape,
-                                       channels_last_spec(x_bsc.ndim))
   y_like = jax.eval_shape(lambda x: lax.conv_general_dilated(
       x, kernel_sio, (1,) * num_spatial, pads, lhs_dilation=strides,
-      dimension_numbers=numbers), x_bsc)
+      dimension_numbers=channels_last_numbers(x.ndim)), x_bsc)
   adjoint_kernel = jnp.swapaxes(jnp.flip(kernel_sio, tuple(range(num_spatial))), -1, -2)
   adjoint_pads = [(t - 1 - lo, t - 1 - hi) for t, (lo, hi) in zip(taps, pads)]
   return jax.linear_transpose(
       lambda y: space_to_depth_conv(y, adjoint_kernel, strides, adjoint_pads, precision),
       y_like)(x_bsc)[0]
-
-
-def channels_last_spec(ndim: int) -> tuple[str, str, str]:
-  """lax's dimension-number strings of a channels-last `ndim`-D convolution."""
-  spatial = "".join(chr(ord("0") + i) for i in range(ndim - 2))
-  return ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
 
 
 def _conv(x, kernel, config):
@@ -157,7 +148,7 @@ def conv_input_gradient(cotangent, kernel, x_like, config):
     config: (window_strides, padding, dimension_numbers, precision), hashable.
   """
   window_strides, padding, numbers, precision = config
-  if not is_channels_last(numbers):
+  if numbers != channels_last_numbers(len(numbers.lhs_spec)):
     return _lax_input_gradient(cotangent, kernel, x_like, config)
 
   def space_to_depth(cotangent, kernel):

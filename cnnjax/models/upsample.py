@@ -52,7 +52,8 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from cnnjax.errors import ConfigError
-from cnnjax.models.fast_conv import transposed_conv_by_space_to_depth
+from cnnjax.models.fast_conv import (channels_last_numbers,
+                                     transposed_conv_by_space_to_depth)
 
 METHODS = ("hybrid", "phase", "phase_conv", "zeros")
 
@@ -68,13 +69,6 @@ def transpose_padding(kernel: int, stride: int, padding: str) -> tuple[int, int]
   else:
     raise ValueError(f"Invalid padding mode: {padding!r}")
   return lo, total - lo
-
-
-def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
-  """Channels-last input/output and (*spatial, in, out) kernels, any rank."""
-  nhwc = (0, ndim - 1) + tuple(range(1, ndim - 1))
-  return lax.ConvDimensionNumbers(nhwc, (ndim - 1, ndim - 2) + tuple(range(ndim - 2)),
-                                  nhwc)
 
 
 def conv_transpose_zeros(x_bsc: jax.Array, kernel_sio: jax.Array,
@@ -99,7 +93,7 @@ def conv_transpose_zeros(x_bsc: jax.Array, kernel_sio: jax.Array,
   ones = (1,) * len(strides)
   return lax.conv_general_dilated(
       x_dilated, kernel_sio, ones, "VALID", rhs_dilation=tuple(kernel_dilation),
-      dimension_numbers=_dimension_numbers(x_bsc.ndim), **conv_kwargs)
+      dimension_numbers=channels_last_numbers(x_bsc.ndim), **conv_kwargs)
 
 
 def conv_transpose_phase(x_bsc: jax.Array, kernel_sio: jax.Array,
@@ -130,7 +124,7 @@ def conv_transpose_phase(x_bsc: jax.Array, kernel_sio: jax.Array,
     offset = (r + first - lo) // s
     return slice(first, k, s), (-offset, per_phase[dim] + taps - 1 - n + offset)
 
-  dn = _dimension_numbers(x_bsc.ndim)
+  dn = channels_last_numbers(x_bsc.ndim)
   ones = (1,) * len(strides)
   zero = jnp.zeros((), x_bsc.dtype)
   phases = []
@@ -207,7 +201,7 @@ def conv_transpose_kernel_tangent(x_bsc: jax.Array, kernel_dot: jax.Array,
     return lax.conv_general_dilated(
         inputs, kernel, (1,) * len(strides), tuple(pads), lhs_dilation=tuple(strides),
         rhs_dilation=tuple(kernel_dilation),
-        dimension_numbers=_dimension_numbers(inputs.ndim), precision=precision)
+        dimension_numbers=channels_last_numbers(inputs.ndim), precision=precision)
 
   y_like = jax.eval_shape(transposed_conv, x_bsc, kernel_dot)
 
@@ -234,7 +228,7 @@ def _conv_transpose_lax(x_bsc: jax.Array, kernel_sio: jax.Array,
   """
   return lax.conv_general_dilated(
       x_bsc, kernel_sio, (1,) * len(strides), pads, lhs_dilation=strides,
-      rhs_dilation=kernel_dilation, dimension_numbers=_dimension_numbers(x_bsc.ndim),
+      rhs_dilation=kernel_dilation, dimension_numbers=channels_last_numbers(x_bsc.ndim),
       precision=precision, preferred_element_type=preferred_element_type)
 
 

@@ -131,12 +131,12 @@ def cnnjax_step_fn(config: ml_collections.ConfigDict, *, channels: int = CHANNEL
   batch = parallel.put_global_batch(
       {"image": random_images(batch_size, size, channels, seed)}, mesh)
   state = program.init_state()
-  step_flops = xla_flops(program.train_step.lower(state, batch))
+  lowered = program.train_step.lower(state, batch)
   step, get_state = ahead_of_time_step(
-      program.train_step, state, batch,
+      program.train_step, state, batch, lowered=lowered,
       label=f"cnnjax {size}x{size} batch {batch_size} upsample={config.model.upsample} "
       f"dtype={config.model.dtype}")
-  return CnnjaxStep(step, get_state, step_flops)
+  return CnnjaxStep(step, get_state, xla_flops(lowered))
 
 
 def torch_step_fn(config: ml_collections.ConfigDict, *, memory_format: str,

@@ -215,9 +215,11 @@ def random_images(batch_size: int, size: int, channels: int, seed: int = 0) -> n
       -1, 1, (batch_size, size, size, channels)).astype(np.float32)
 
 
-def ahead_of_time_step(train_step: Callable, state, batch, *, label: str = ""
+def ahead_of_time_step(train_step: Callable, state, batch, *, label: str = "",
+                       lowered: jax.stages.Lowered | None = None
                        ) -> tuple[Callable[[], None], Callable[[], object]]:
-  """Compiles `train_step(state, batch) -> (state, metrics)` ahead of time.
+  """Compiles `train_step(state, batch) -> (state, metrics)` ahead of time (from
+  `lowered`, its lowering at these arguments, if the caller has it already).
 
   Returns:
     `(step, get_state)`: `step()` runs one step on the fixed `batch` and blocks until
@@ -225,7 +227,9 @@ def ahead_of_time_step(train_step: Callable, state, batch, *, label: str = ""
   """
   holder = {"state": jax.block_until_ready(state)}
   start = time.perf_counter()
-  compiled = train_step.lower(holder["state"], batch).compile()
+  if lowered is None:
+    lowered = train_step.lower(holder["state"], batch)
+  compiled = lowered.compile()
   logging.info("%s compiled in %.1f s", label, time.perf_counter() - start)
 
   def step() -> None:
