@@ -1,11 +1,14 @@
 """The training-step benchmark: its PyTorch reference matches cnnjax, its cnnjax path runs."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
 
 from cnnjax.models import build_gan
-from conftest import load_config
+from conftest import REPO_ROOT, load_config
 from experiments.benchmarks import dcgan_step_bench, flops, timing
 
 CONFIG = load_config("dcgan.py")
@@ -136,6 +139,18 @@ def test_report_compares_each_precision_with_its_own_pytorch_variants():
   # Model FLOPs: PyTorch's count (1.2 TFLOP a step), then XLA's beside it.
   assert "| 32x32 | 128 | 1200.0 | 1000.0 | 1.200 (60%) | 2.400 (120%) | " in text
   assert "- bfloat16: 8.000 TFLOP/s, bf16 source" in text
+
+
+def test_benchmark_rejects_an_unknown_precision_before_any_work(tmp_path):
+  output = tmp_path / "bench.md"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.dcgan_step_bench",
+       "--precisions=float32,float16", f"--output={output}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert ("flag --precisions=['float32', 'float16']: use float32 and/or bfloat16"
+          in result.stderr)
+  assert not output.exists()
 
 
 VAE_CONFIG = load_config("vae.py")

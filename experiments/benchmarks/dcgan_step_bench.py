@@ -78,6 +78,9 @@ def define_flags() -> None:
   flags.DEFINE_list("precisions", ["float32"],
                     "Compute dtypes to time: float32 and/or bfloat16 (cnnjax's "
                     "model.dtype; PyTorch's autocast).")
+  flags.register_validator(
+      "precisions", lambda values: set(values) <= set(PRECISION_SUFFIXES),
+      message=f"use {' and/or '.join(PRECISION_SUFFIXES)}, comma-separated.")
   flags.DEFINE_bool("report_flops", True,
                     "Report achieved TFLOP/s and the fraction of the device's peak.")
   define_torch_flags(default_threads=["0"])
@@ -362,10 +365,6 @@ def main(argv: Sequence[str]) -> None:
   torch_threads = [int(n) or usable_cores() for n in FLAGS.torch_threads]
   load_averages = [os.getloadavg()[0]]
   logging.info("jax devices: %s", jax.devices())
-  unknown = sorted(set(FLAGS.precisions) - set(PRECISION_SUFFIXES))
-  if unknown:
-    raise app.UsageError(f"Unknown --precisions {', '.join(unknown)}: use "
-                         f"{' and/or '.join(PRECISION_SUFFIXES)}.")
   results = {}
   for resolution in map(int, FLAGS.resolutions):
     for batch_size in map(int, FLAGS.batch_sizes):
