@@ -37,10 +37,10 @@ def main(argv: list[str]) -> None:
   from cnnjax.errors import CnnjaxError
   from cnnjax.evaluation.evaluate import (INCEPTION_SPLITS, KID_SUBSET_SIZE, PRDC_K,
                                           TWO_SAMPLE_STEPS, evaluate_dataset_split)
-  from cnnjax.evaluation.features import Extractor
+  from cnnjax.runs.classifier import load_extractor
   from cnnjax.io.workdir import load_run_config, write_json_atomic
   try:
-    extractor = Extractor.from_workdir(_EXTRACTOR.value)
+    extractor = load_extractor(_EXTRACTOR.value)
     config, _ = load_run_config(os.path.abspath(_EXTRACTOR.value))
     dataset = _DATASET.value or config.data.name
     data_dir = _DATA_DIR.value or config.data.data_dir or None

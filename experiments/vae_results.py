@@ -203,7 +203,7 @@ is class r mod K).
 ## Commands
 
 In this order, from the repository root (the classifier first; each training run ends
-by writing its `likelihood.json`, which `python -m cnnjax.evaluation.vae_likelihood
+by writing its `likelihood.json`, which `python run.py likelihood
 --workdir=DIR --num_importance={settings['k']}` recomputes):
 
 ```bash

@@ -11,7 +11,7 @@ import pytest
 
 from cnnjax.errors import ConfigError
 from cnnjax.models.classifier import Classifier, build_classifier, random_shift
-from cnnjax.train import classifier_loop
+from cnnjax.runs.registry import train_and_evaluate
 from conftest import load_config
 
 
@@ -25,7 +25,7 @@ def tiny_classifier_workdir(tmp_path_factory, data_dir: str) -> pathlib.Path:
   """The session's tiny classifier run (6 steps), trained by the first module that asks."""
   workdir = tmp_path_factory.getbasetemp() / "tiny_classifier"
   if not (workdir / "eval.json").exists():
-    classifier_loop.train_and_evaluate(tiny_classifier_config(data_dir), str(workdir))
+    train_and_evaluate(tiny_classifier_config(data_dir), str(workdir))
   return workdir
 
 
@@ -97,7 +97,7 @@ def test_relaunching_a_finished_run_trains_nothing(tiny_classifier_run, data_dir
   workdir = tiny_classifier_run
   before = (workdir / "metrics.jsonl").read_text()
   accuracy = read_eval(workdir)["metrics"]["test_accuracy"]
-  again = classifier_loop.train_and_evaluate(tiny_classifier_config(data_dir), str(workdir))
+  again = train_and_evaluate(tiny_classifier_config(data_dir), str(workdir))
   assert (workdir / "metrics.jsonl").read_text() == before
   assert again["test_accuracy"] == read_eval(workdir)["metrics"]["test_accuracy"] == accuracy
 
@@ -107,5 +107,5 @@ def test_bad_config_is_refused_before_writing(tmp_path, data_dir):
   config.train.eval_batch_size = 12
   workdir = tmp_path / "run"
   with pytest.raises(ConfigError, match="eval_batch_size=12 is not divisible by the 8"):
-    classifier_loop.train_and_evaluate(config, str(workdir))
+    train_and_evaluate(config, str(workdir))
   assert not pathlib.Path(workdir).exists()

@@ -13,7 +13,10 @@ from cnnjax.errors import ConfigError, WorkdirError
 from cnnjax.evaluation import evaluate
 from cnnjax.evaluation.features import Extractor
 from cnnjax.evaluation.reference import load_or_compute_reference
-from cnnjax.train import classifier_loop, gan_loop
+from cnnjax.runs.classifier import load_extractor
+from cnnjax.runs.registry import train_and_evaluate
+from cnnjax.runs.restore import open_as
+from cnnjax.runs import classifier as classifier_kind
 from conftest import REPO_ROOT, load_config
 from test_classifier import tiny_classifier_workdir
 
@@ -31,7 +34,7 @@ def classifier_dir(tmp_path_factory, data_dir) -> str:
 
 @pytest.fixture(scope="module")
 def extractor(classifier_dir) -> Extractor:
-  return Extractor.from_workdir(classifier_dir, batch_size=16)
+  return load_extractor(classifier_dir, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def gan_dir(tmp_path_factory, data_dir, classifier_dir) -> str:
   config.checkpoint.best_metric = "fid"
   config.checkpoint.keep = 1
   workdir = str(tmp_path_factory.mktemp("gan"))
-  gan_loop.train_and_evaluate(config, workdir)
+  train_and_evaluate(config, workdir)
   return workdir
 
 
@@ -70,7 +73,7 @@ def test_training_eval_without_a_classifier_fails_before_writing(data_dir, tmp_p
   config.data.data_dir = data_dir
   config.eval.every = 10
   with pytest.raises(ConfigError, match="configs/classifier.py:digits"):
-    gan_loop.train_and_evaluate(config, str(tmp_path / "run"))
+    train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
 
 
@@ -85,7 +88,8 @@ def test_extraction_over_8_devices_equals_one_device(extractor, classifier_dir):
   features, logits = extractor.features_and_logits(images)  # 16 + 16 + 5 (padded).
   assert extractor.num_calls - calls_before == 3
   assert features.shape == (37, extractor.num_features) and logits.shape == (37, 10)
-  _, program, state, _ = classifier_loop.restore_classifier(classifier_dir)
+  run = open_as(classifier_dir, classifier_kind.KIND)
+  program, state = run.program, run.state
   variables = jax.device_get({"params": state.model.params,
                               "batch_stats": state.model.batch_stats})
   with jax.default_device(jax.devices()[0]):
@@ -104,7 +108,7 @@ def test_extractor_resizes_images_and_checks_channels(extractor):
 
 def test_missing_classifier_says_how_to_train_one(tmp_path):
   with pytest.raises(WorkdirError, match="configs/classifier.py:digits"):
-    Extractor.from_workdir(str(tmp_path))
+    load_extractor(str(tmp_path))
 
 
 def test_reference_is_computed_once_then_loaded(extractor, data_dir, tmp_path):

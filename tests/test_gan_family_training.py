@@ -15,10 +15,12 @@ import pytest
 
 from cnnjax.errors import ConfigError, DatasetError
 from cnnjax.models import build_gan
-from cnnjax.train import gan_loop, parallel
+from cnnjax.runs.registry import train_and_evaluate
+from cnnjax.train import parallel
 from cnnjax.train.gan_program import build_gan_program
 from cnnjax.train.resume import flatten
-from cnnjax.train.sampling import restore_run_state, sample_to_png
+from cnnjax.runs.opening import open_run
+from cnnjax.runs.outputs import sample_to_png
 from cnnjax.train.validation import validate_gan_config
 from conftest import REPO_ROOT, load_config
 
@@ -160,15 +162,17 @@ def _cgan_config(data_dir: str, num_steps: int):
 def cgan_run(tmp_path_factory, data_dir):
   """A conditional run (DiffAugment, EMA) of 4 steps, with checkpoints at 2 and 4."""
   workdir = tmp_path_factory.mktemp("cgan")
-  gan_loop.train_and_evaluate(_cgan_config(data_dir, 4), str(workdir))
+  train_and_evaluate(_cgan_config(data_dir, 4), str(workdir))
   return workdir
 
 
 def test_resume_with_the_ema_is_bit_exact(cgan_run, tmp_path, data_dir):
-  gan_loop.train_and_evaluate(_cgan_config(data_dir, 2), str(tmp_path))
-  gan_loop.train_and_evaluate(_cgan_config(data_dir, 4), str(tmp_path))
-  _, _, straight, _ = restore_run_state(str(cgan_run))
-  _, _, resumed, step = restore_run_state(str(tmp_path))
+  train_and_evaluate(_cgan_config(data_dir, 2), str(tmp_path))
+  train_and_evaluate(_cgan_config(data_dir, 4), str(tmp_path))
+  run = open_run(str(cgan_run))
+  straight = run.state
+  run = open_run(str(tmp_path))
+  resumed, step = run.state, run.step
   assert step == 4 and jax.tree.leaves(straight.generator_ema)
   assert jax.tree.all(jax.tree.map(np.array_equal, jax.device_get(straight),
                                    jax.device_get(resumed)))

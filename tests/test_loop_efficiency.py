@@ -1,5 +1,6 @@
 """The training loop neither retraces its step nor reads device values every step."""
 
+from cnnjax.runs import gan
 from cnnjax.train import gan_program, loop
 from cnnjax.train.validation import validate_gan_config
 from conftest import load_config
@@ -29,7 +30,7 @@ def test_step_is_traced_once_and_host_reads_happen_only_on_logging_steps(
   config.train.log_every = config.train.sample_every = NUM_STEPS
   config.checkpoint.every = NUM_STEPS
   metrics = loop.run_training(config, str(tmp_path), validate=validate_gan_config,
-                              build_program=gan_program.build_gan_program)
+                              build_program=gan.KIND.build_program)
   assert len(traces) == 1
   # Metrics, divergence record, the finiteness check and the grid: a handful of reads
   # for the whole run, where a per-step read would make at least NUM_STEPS.

@@ -13,9 +13,10 @@ import pytest
 
 from cnnjax.errors import NonFiniteError, WorkdirError
 from cnnjax.io.workdir import load_run_config
-from cnnjax.train import gan_loop, loop
+from cnnjax.runs.registry import train_and_evaluate
+from cnnjax.train import loop
 from cnnjax.train.checkpointing import Checkpointer
-from cnnjax.train.sampling import restore_run_state
+from cnnjax.runs.opening import open_run
 from conftest import REPO_ROOT, load_config
 
 LOSSES = ("d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm")
@@ -36,7 +37,8 @@ def read_metrics(workdir) -> dict[int, dict]:
 
 
 def final_state(workdir):
-  _, _, state, step = restore_run_state(str(workdir))
+  run = open_run(str(workdir))
+  state, step = run.state, run.step
   return jax.device_get(state), step
 
 
@@ -50,13 +52,13 @@ def assert_bit_identical(tree_a, tree_b):
 def straight_run(tmp_path_factory, data_dir):
   """20 steps in one go (checkpoints at 10 and 20)."""
   workdir = tmp_path_factory.mktemp("straight")
-  gan_loop.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  train_and_evaluate(tiny_config(data_dir), str(workdir))
   return workdir
 
 
 def test_resume_is_bit_exact(straight_run, tmp_path, data_dir):
-  gan_loop.train_and_evaluate(tiny_config(data_dir, train__num_steps=10), str(tmp_path))
-  gan_loop.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
+  train_and_evaluate(tiny_config(data_dir, train__num_steps=10), str(tmp_path))
+  train_and_evaluate(tiny_config(data_dir), str(tmp_path))
   (state_a, step_a), (state_b, step_b) = final_state(straight_run), final_state(tmp_path)
   assert step_a == step_b == 20
   assert_bit_identical(state_a, state_b)
@@ -76,7 +78,7 @@ def test_changed_config_is_refused_on_resume(straight_run, data_dir):
   config.optim.g_lr = 1e-3
   config.seed = 7
   with pytest.raises(WorkdirError, match=r"optim.g_lr .* seed 0 -> 7"):
-    gan_loop.train_and_evaluate(config, str(straight_run))
+    train_and_evaluate(config, str(straight_run))
   assert (straight_run / "config.json").read_bytes() == before
 
 
@@ -91,9 +93,9 @@ def test_truncated_checkpoint_falls_back_to_the_previous(straight_run, tmp_path,
   for path in (checkpoints / "20").rglob("*"):
     if path.is_file() and path.stat().st_size > 64:
       path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-  _, _, _, step = restore_run_state(str(workdir))  # Read-only: falls back, moves nothing.
+  step = open_run(str(workdir)).step  # Read-only: falls back, moves nothing.
   assert step == 10 and (checkpoints / "20").exists()
-  gan_loop.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  train_and_evaluate(tiny_config(data_dir), str(workdir))
   assert (workdir / "checkpoints_corrupt" / "20").is_dir()
   state, step = final_state(workdir)
   assert step == 20
@@ -124,7 +126,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     monkeypatch, tmp_path, data_dir):
   _poisoned_dataset(monkeypatch, at=13)
   with pytest.raises(NonFiniteError, match=r"d_loss.* not finite at step 13"):
-    gan_loop.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
+    train_and_evaluate(tiny_config(data_dir), str(tmp_path))
   checkpointer = Checkpointer(str(tmp_path), load_run_config(str(tmp_path))[0].checkpoint,
                               read_only=True)
   assert checkpointer.all_steps() == [10]
@@ -136,7 +138,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
 def test_skip_mode_skips_and_counts_nonfinite_steps(monkeypatch, tmp_path, data_dir):
   _poisoned_dataset(monkeypatch, at=13)
-  metrics = gan_loop.train_and_evaluate(
+  metrics = train_and_evaluate(
       tiny_config(data_dir, train__on_nonfinite="skip"), str(tmp_path))
   assert metrics["nonfinite_steps"] == 1.0
   assert np.isfinite(metrics["d_loss"])

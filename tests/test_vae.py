@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 
 from cnnjax.errors import ConfigError
-from cnnjax.evaluation.vae_likelihood import example_bounds
+from cnnjax.train.vae_bounds import example_bounds
 from cnnjax.losses import vae as vae_losses
 from cnnjax.models.vae import build_vae
 from conftest import load_config

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.evaluation import evaluate
 from cnnjax.evaluation.features import load_split
-from cnnjax.evaluation.vae_likelihood import LIKELIHOOD_FILE, evaluate_vae_run
-from cnnjax.train import parallel, sampling, vae_loop
+from cnnjax.evaluation.vae_likelihood import LIKELIHOOD_FILE
+from cnnjax.runs.opening import open_run
+from cnnjax.runs.outputs import evaluate_run, likelihood_run, sample_to_png
+from cnnjax.runs.registry import train_and_evaluate
+from cnnjax.train import parallel
 from cnnjax.train.vae_program import build_vae_program, grid_labels
 from conftest import REPO_ROOT, load_config
 from test_classifier import tiny_classifier_workdir
@@ -40,7 +42,8 @@ def read_metrics(workdir) -> dict[int, dict]:
 
 
 def final_state(workdir):
-  _, _, state, step = sampling.restore_run_state(str(workdir))
+  run = open_run(str(workdir))
+  state, step = run.state, run.step
   return jax.device_get(state), step
 
 
@@ -66,7 +69,7 @@ def cvae_run(tmp_path_factory, data_dir, classifier_dir):
   workdir = tmp_path_factory.mktemp("cvae")
   config = tiny_config(data_dir, "cvae,tiny", train__num_steps=10, eval__every=10,
                        eval__extractor_workdir=classifier_dir)
-  metrics = vae_loop.train_and_evaluate(config, str(workdir))
+  metrics = train_and_evaluate(config, str(workdir))
   return workdir, metrics
 
 
@@ -74,7 +77,7 @@ def cvae_run(tmp_path_factory, data_dir, classifier_dir):
 def straight_run(tmp_path_factory, data_dir):
   """The tiny VAE, 20 steps in one go on 8 devices (checkpoints at 10 and 20)."""
   workdir = tmp_path_factory.mktemp("vae_straight")
-  metrics = vae_loop.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  metrics = train_and_evaluate(tiny_config(data_dir), str(workdir))
   return workdir, metrics
 
 
@@ -109,7 +112,7 @@ def test_tiny_vae_trains_and_writes_held_out_elbos_and_grids(straight_run, data_
 
 def test_tiny_beta_vae_warms_up_its_kl_weight(tmp_path, data_dir):
   config = tiny_config(data_dir, "beta,tiny", train__num_steps=10)
-  metrics = vae_loop.train_and_evaluate(config, str(tmp_path))
+  metrics = train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["test_neg_elbo"])
   assert metrics["beta"] == pytest.approx(4.0 * 9 / 10)   # Warm-up: step 9 of 10.
 
@@ -135,8 +138,8 @@ def test_cvae_samples_have_one_class_per_grid_row():
 
 def test_resume_is_bit_exact(straight_run, tmp_path, data_dir):
   workdir, _ = straight_run
-  vae_loop.train_and_evaluate(tiny_config(data_dir, train__num_steps=10), str(tmp_path))
-  vae_loop.train_and_evaluate(tiny_config(data_dir), str(tmp_path))
+  train_and_evaluate(tiny_config(data_dir, train__num_steps=10), str(tmp_path))
+  train_and_evaluate(tiny_config(data_dir), str(tmp_path))
   (state_a, step_a), (state_b, step_b) = final_state(workdir), final_state(tmp_path)
   assert step_a == step_b == 20
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, state_a, state_b)))
@@ -148,9 +151,9 @@ def test_resume_is_bit_exact(straight_run, tmp_path, data_dir):
 
 def test_sampling_and_likelihood_evaluation_from_checkpoints(straight_run, tmp_path):
   workdir, _ = straight_run
-  step = sampling.sample_to_png(str(workdir), num=4, seed=0, out=str(tmp_path / "s.png"))
+  step = sample_to_png(str(workdir), num=4, seed=0, out=str(tmp_path / "s.png"))
   assert step == 20 and (tmp_path / "s.png").is_file()
-  result = evaluate_vae_run(str(workdir), num_importance=4, seed=1)
+  result = likelihood_run(str(workdir), num_importance=4, seed=1)
   assert json.loads((workdir / LIKELIHOOD_FILE).read_text()) == result
   assert result["settings"] == {**result["settings"], "k": 4, "split": "test",
                                 "step": 20, "seed": 1}
@@ -184,7 +187,7 @@ def test_run_py_sample_and_evaluate_a_cvae_run(cvae_run, tmp_path):
   with Image.open(out) as image:
     assert grid_side(image) == (4, 4)
   # In-process, with the run's own eval.extractor_workdir.
-  result = evaluate.evaluate_run(str(workdir), num_samples=32, seed=2)
+  result = evaluate_run(str(workdir), num_samples=32, seed=2)
   assert result == json.loads((workdir / "eval.json").read_text())
   assert all(np.isfinite(result["metrics"][name]) for name in SAMPLE_METRICS)
   assert 0.0 <= result["metrics"]["class_accuracy"] <= 1.0
@@ -196,7 +199,7 @@ def test_run_py_sample_and_evaluate_a_cvae_run(cvae_run, tmp_path):
     (("run.py", "evaluate", "--workdir={vae}"), "No classifier to score the run with"),
     (("run.py", "evaluate", "--workdir={vae}", "--extractor_workdir={empty}"),
      "configs/classifier.py:digits"),
-    (("-m", "cnnjax.evaluation.vae_likelihood", "--workdir={classifier}"), "not a VAE"),
+    (("run.py", "likelihood", "--workdir={classifier}"), "not a 'vae' run"),
 ])
 def test_bad_paths_give_one_line_errors(straight_run, classifier_dir, tmp_path, args,
                                         expected):

@@ -6,32 +6,27 @@ cached `Reference` of a real dataset split: FID, KID, Inception Score (over the
 classifier's logits), precision/recall/density/coverage, the classifier two-sample test
 and, for conditional generators, the classifier's accuracy on the conditioning labels.
 
-`RunEvaluator` loads a run's extractor and reference once and scores program states (for
-evaluation during training); `evaluate_run` scores a run's checkpoint with it (`python
-run.py evaluate`) and writes `workdir/eval.json`; `evaluate_dataset_split` scores real images of one split against
-another: the floor a perfect generator reaches with as many samples.
+`RunEvaluator` holds a run's extractor and reference and scores program states (during
+training, and for `run.py evaluate` through `cnnjax.runs.scoring`);
+`evaluate_dataset_split` scores real images of one split against another: the floor a
+perfect generator reaches with as many samples.
 """
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from cnnjax.errors import ConfigError
 from cnnjax.evaluation.features import Extractor, classification_accuracy, load_split
 from cnnjax.evaluation.reference import (DEFAULT_MAX_FEATURES, Reference,
                                          load_or_compute_reference)
-from cnnjax.io.workdir import load_run_config, write_json_atomic
 from cnnjax.metrics import (FeatureStats, classifier_two_sample_test, fid_from_stats,
                             inception_score, kid, prdc)
 from cnnjax.train import parallel
-from cnnjax.train.classifier_loop import EVAL_FILE, TRAIN_CLASSIFIER_HINT
-from cnnjax.train.sampling import restore_run_state
 
 # `generate(key, num)` -> images (num, H, W, C) in [-1, 1], or (images, labels (num,)).
 GenerateFn = Callable[[jax.Array, int], Any]
@@ -91,7 +86,7 @@ def score_features(features_nd: np.ndarray, logits_nk: np.ndarray,
   return metrics
 
 
-def _check_num_samples(num_samples: int, prdc_k: int) -> None:
+def check_num_samples(num_samples: int, prdc_k: int) -> None:
   if num_samples <= prdc_k:
     raise ConfigError(f"--num_samples must be more than {prdc_k} (the metrics' "
                       f"neighbourhood size), got {num_samples}; use a few thousand.")
@@ -114,7 +109,7 @@ def evaluate_generator(generate: GenerateFn, *, extractor: Extractor,
     batch_size: samples per call of `generate`.
     **score_options: passed to `score_features` (kid_subset_size, prdc_k, ...).
   """
-  _check_num_samples(num_samples, score_options.get("prdc_k", PRDC_K))
+  check_num_samples(num_samples, score_options.get("prdc_k", PRDC_K))
   base_key = jax.random.key(seed)
   batch_size = min(batch_size, num_samples)
   features, logits, labels = [], [], []
@@ -167,31 +162,22 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 class RunEvaluator:
   """Scores a generative program's states: its extractor and reference, loaded once.
 
-  Build one with `from_config` before training, call `evaluate` at each evaluation.
+  Build one with `for_config` before training, call `evaluate` at each evaluation.
   """
   extractor: Extractor
   reference: Reference
   batch_size: int
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, *,
-                  extractor_workdir: str | None = None,
-                  reference_split: str | None = None) -> "RunEvaluator":
-    """The evaluator of a run's config (`eval` section; arguments override it).
+  def for_config(cls, config: ml_collections.ConfigDict, extractor: Extractor, *,
+                 reference_split: str | None = None) -> "RunEvaluator":
+    """The evaluator of a run's config (`eval` section) with a loaded `extractor`
+    (`cnnjax.runs.scoring.run_evaluator` loads it from the run's `eval.extractor_workdir`).
 
     Raises:
-      ConfigError: no extractor configured (the message says how to train one).
-      WorkdirError, CheckpointError: the extractor directory holds no classifier.
       DatasetError: the reference split is unavailable.
     """
     settings = eval_settings(config)
-    extractor_workdir = extractor_workdir or settings["extractor_workdir"]
-    if not extractor_workdir:
-      raise ConfigError(
-          "No classifier to score the run with: train one with "
-          f"`{TRAIN_CLASSIFIER_HINT}`, then set eval.extractor_workdir=DIR (relaunch the "
-          "run's train command with --config.eval.extractor_workdir=DIR).")
-    extractor = Extractor.from_workdir(extractor_workdir)
     reference = load_or_compute_reference(
         extractor, dataset=config.data.name,
         split=reference_split or settings["reference_split"],
@@ -225,46 +211,6 @@ class RunEvaluator:
     return metrics, settings
 
 
-def evaluate_run(workdir: str, *, num_samples: int | None = None, seed: int = 0,
-                 step: int | None = None, extractor_workdir: str | None = None,
-                 reference_split: str | None = None) -> dict[str, Any]:
-  """Scores a generative run's checkpoint and writes `workdir/eval.json`.
-
-  Args:
-    workdir: the run.
-    num_samples, extractor_workdir, reference_split: override the run's `eval` section.
-    seed: seed of the samples.
-    step: the checkpoint (default: the newest).
-
-  Returns:
-    {"step", "metrics", "settings"}, as written to eval.json.
-
-  Raises:
-    ConfigError: no extractor configured, or too few samples.
-    WorkdirError, CheckpointError: unusable run or classifier.
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if num_samples is not None:
-    _check_num_samples(num_samples, PRDC_K)
-  config, _ = load_run_config(workdir)
-  if config.get("experiment") == "classifier":
-    raise ConfigError(f"{workdir} holds a classifier, not a generator; its test accuracy "
-                      "is in its eval.json. Pass the --workdir of a generative run.")
-  evaluator = RunEvaluator.from_config(config, extractor_workdir=extractor_workdir,
-                                       reference_split=reference_split)
-  _, program, state, restored_step = restore_run_state(workdir, step)
-  metrics, settings = evaluator.evaluate(
-      program, state, num_samples=num_samples or eval_settings(config)["num_samples"],
-      seed=seed)
-  result = {"step": restored_step, "metrics": metrics,
-            "settings": {**settings, "checkpoint_step": restored_step}}
-  if jax.process_index() == 0:
-    write_json_atomic(os.path.join(workdir, EVAL_FILE), result)
-  logging.info("Step %d of %s: %s", restored_step, workdir,
-               ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
-  return result
-
-
 def evaluate_dataset_split(extractor: Extractor, *, dataset: str, split: str = "train",
                            reference_split: str = "test", data_dir: str | None = None,
                            image_size: int, resize: str = "pad",
@@ -285,36 +231,10 @@ def evaluate_dataset_split(extractor: Extractor, *, dataset: str, split: str = "
                                         resize=resize, cache_dir=cache_dir)
   images, labels = load_split(dataset, split, data_dir, image_size, resize)
   if num_samples is not None and num_samples < len(images):
-    _check_num_samples(num_samples, score_options.get("prdc_k", PRDC_K))
+    check_num_samples(num_samples, score_options.get("prdc_k", PRDC_K))
     rows = np.sort(np.random.default_rng(seed).choice(len(images), num_samples,
                                                       replace=False))
     images, labels = images[rows], None if labels is None else labels[rows]
   features_nd, logits_nk = extractor.features_and_logits(images)
   return score_features(features_nd, logits_nk, labels, reference, seed=seed,
                         **score_options)
-
-
-def make_training_evaluator(config: ml_collections.ConfigDict
-                            ) -> Callable[[Any, Any], dict[str, float]] | None:
-  """The periodic evaluation of a generative run (`loop.run_training`'s factory).
-
-  Every evaluation scores `eval.num_samples` samples drawn with the run's seed, so that
-  numbers compare across steps.
-
-  Returns:
-    `evaluate(program, state) -> metrics`, or None when `eval.every` is 0.
-
-  Raises:
-    ConfigError: `eval.every` > 0 and no extractor configured (says how to train one).
-  """
-  settings = eval_settings(config)
-  if not settings["every"]:
-    return None
-  evaluator = RunEvaluator.from_config(config)
-
-  def evaluate(program: Any, state: Any) -> dict[str, float]:
-    metrics, _ = evaluator.evaluate(program, state, num_samples=settings["num_samples"],
-                                    seed=config.seed)
-    return metrics
-
-  return evaluate

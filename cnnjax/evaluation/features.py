@@ -1,29 +1,27 @@
 """Features and logits of a trained in-domain classifier, batched over every device.
 
-An `Extractor` wraps a classifier's jitted `predict` (see `cnnjax.train.classifier_loop`):
+An `Extractor` wraps a classifier's jitted `predict` (see `cnnjax.train.classifier_program`;
+`cnnjax.runs.extractors.load_extractor` restores one from a classifier run):
 images are split into fixed-size batches sharded over the data mesh, the last batch is
 padded to full size (so one program serves every call) and the padding dropped, and
 images of another size are resized to the classifier's resolution on device.
 """
 
 import hashlib
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import scipy.special
 
-from cnnjax.data.pipeline import InMemorySource, scale_to_unit_range
-from cnnjax.data.sources import dataset_num_classes, get_data_source
+from cnnjax.data.pipeline import scale_to_unit_range
+from cnnjax.data.splits import load_split
 from cnnjax.errors import ConfigError
 from cnnjax.train import parallel
+from cnnjax.models.classifier import Classifier
+from cnnjax.train.classifier_program import ClassifierProgram
 from cnnjax.train.state import PlayerState
-
-if TYPE_CHECKING:  # classifier_loop imports this module.
-  from cnnjax.models.classifier import Classifier
-  from cnnjax.train.classifier_loop import ClassifierProgram
 
 
 def weights_digest(tree: Any) -> str:
@@ -47,7 +45,7 @@ class Extractor:
     num_calls: device calls made so far (each of `batch_size` images).
   """
 
-  def __init__(self, program: "ClassifierProgram", model_state: PlayerState, *,
+  def __init__(self, program: ClassifierProgram, model_state: PlayerState, *,
                extractor_id: str, batch_size: int, step: int | None = None):
     """Args:
       program: the classifier's program (its `predict` and mesh).
@@ -65,25 +63,8 @@ class Extractor:
     self.batch_size = -(-max(batch_size, 1) // num_devices) * num_devices
     self.num_calls = 0
 
-  @classmethod
-  def from_workdir(cls, workdir: str, *, step: int | None = None,
-                   batch_size: int | None = None) -> "Extractor":
-    """Restores the classifier trained in `workdir` (read-only; newest step by default).
-
-    Raises:
-      WorkdirError, CheckpointError: no trained classifier there (the message says how
-        to train one).
-    """
-    from cnnjax.train.classifier_loop import restore_classifier  # It imports this module.
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    config, program, state, restored_step = restore_classifier(workdir, step)
-    extractor_id = (f"classifier:{workdir}@{restored_step}:"
-                    f"{weights_digest((state.model.params, state.model.batch_stats))}")
-    return cls(program, state.model, extractor_id=extractor_id,
-               batch_size=batch_size or config.train.eval_batch_size, step=restored_step)
-
   @property
-  def model(self) -> "Classifier":
+  def model(self) -> Classifier:
     """The classifier module (its architecture: widths, feature_dim, ...)."""
     return self._program.model
 
@@ -127,27 +108,6 @@ class Extractor:
       return (np.zeros((0, self.num_features), np.float32),
               np.zeros((0, self.num_classes), np.float32))
     return np.concatenate(features), np.concatenate(logits)
-
-
-def load_split(name: str, split: str, data_dir: str | None, image_size: int,
-               resize: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """A whole dataset split in memory, fitted to `image_size` as in training.
-
-  Returns:
-    images (N, image_size, image_size, C) uint8 and labels (N,) int32, or None when the
-    dataset has no `label` class feature.
-
-  Raises:
-    DatasetError: the dataset or split is unavailable.
-  """
-  source, info = get_data_source(name, split, data_dir or None)
-  has_label = dataset_num_classes(info) is not None
-  examples = InMemorySource(source, image_size=image_size, resize=resize,
-                            has_label=has_label)
-  records = [examples[index] for index in range(len(examples))]
-  images = np.stack([record["image"] for record in records])
-  labels = np.asarray([record["label"] for record in records]) if has_label else None
-  return images, labels
 
 
 def classification_accuracy(logits_nk: np.ndarray, labels_n: np.ndarray

@@ -12,6 +12,7 @@ from cnnjax.io.atomic import atomic_write
 
 CONFIG_FILE = "config.json"
 DATA_INFO_FILE = "data_info.json"   # Dataset name, image shape, classes of a run.
+EVAL_FILE = "eval.json"   # `run.py evaluate` (a classifier: its test accuracy).
 
 
 def prepare_workdir(workdir: str) -> str:

@@ -18,122 +18,28 @@ is recorded with the last line of its stderr and does not stop the others.
 import collections
 import contextlib
 import dataclasses
-import datetime
 import fcntl
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 from absl import logging
 
 from cnnjax.errors import ConfigError, WorkdirError
-from cnnjax.io.workdir import prepare_workdir, read_json, write_json_atomic
+from cnnjax.io.workdir import prepare_workdir
+from cnnjax.runs.registry import kind_of
 from cnnjax.sweeps.devices import (Devices, detect_devices, device_groups,
                                     group_environment)
-from cnnjax.sweeps.provenance import command_line, write_provenance
-from cnnjax.sweeps.spec import REPO_ROOT, SEED_FIELD, Run, SweepPlan, load_plan
+from cnnjax.io.provenance import command_line, write_provenance
+from cnnjax.sweeps.manifest import (LOG_DIR, LaunchUnit, Manifest, is_finished,
+                                     launch_units, now, run_workdir)
+from cnnjax.sweeps.slurm import write_slurm_job
+from cnnjax.sweeps.spec import REPO_ROOT, SweepPlan, load_plan
 
-MANIFEST_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"   # Held by the launcher running a sweep directory.
-LOG_DIR = "logs"
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 _POLL_SECONDS = 0.25
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchUnit:
-  """One process of a sweep: a run, or (vmap_seeds) every seed of one setting.
-
-  Attributes:
-    name: the run's name, or `<setting>,vmap_seeds`; names its log files.
-    runs: the runs it trains.
-    argv: the arguments after the Python executable, run from the repository root.
-  """
-  name: str
-  runs: tuple[Run, ...]
-  argv: tuple[str, ...]
-
-
-def run_workdir(workdir: str, run: Run) -> str:
-  return os.path.join(workdir, run.name)
-
-
-def launch_units(plan: SweepPlan, workdir: str) -> list[LaunchUnit]:
-  """The processes that train `plan`'s runs into `workdir/<run name>`."""
-  config_arg = f"--config={plan.sweep.config_arg}"
-  if not plan.sweep.vmap_seeds:
-    return [LaunchUnit(name=run.name, runs=(run,), argv=(
-        "run.py", config_arg, *run.config_flags(),
-        f"--workdir={run_workdir(workdir, run)}")) for run in plan.runs]
-  units = []
-  for setting, runs in plan.settings().items():
-    shared = [flag for flag in runs[0].config_flags()
-              if not flag.startswith(f"--config.{SEED_FIELD}=")]
-    per_seed = [arg for run in runs
-                for arg in (f"--seed={run.seed}", f"--workdir={run_workdir(workdir, run)}")]
-    units.append(LaunchUnit(name=f"{setting},vmap_seeds", runs=tuple(runs), argv=(
-        "-m", "cnnjax.sweeps.vmap_seeds", config_arg, *shared, *per_seed)))
-  return units
-
-
-def is_finished(run_dir: str, num_steps: int) -> bool:
-  """Whether a run's final checkpoint and metrics reach `num_steps`."""
-  if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR, str(num_steps))):
-    return False
-  metrics_path = os.path.join(run_dir, METRICS_FILE)
-  if not os.path.isfile(metrics_path):
-    return False
-  with open(metrics_path) as file:
-    lines = [line for line in file if line.strip()]
-  return bool(lines) and json.loads(lines[-1]).get("step", -1) >= num_steps
-
-
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-class Manifest:
-  """`DIR/sweep.json`: the sweep and every run's command and status, rewritten on change."""
-
-  def __init__(self, workdir: str, plan: SweepPlan, launcher: str, **details: Any):
-    self.path = os.path.join(workdir, MANIFEST_FILE)
-    previous = {}
-    if os.path.isfile(self.path):
-      try:
-        previous = {entry["name"]: entry for entry in read_json(self.path).get("runs", [])}
-      except (OSError, ValueError, KeyError, AttributeError):
-        logging.warning("Ignoring the unreadable manifest %s.", self.path)
-    inside_repo = plan.sweep_path.startswith(REPO_ROOT + os.sep)
-    self.header = {"sweep": (os.path.relpath(plan.sweep_path, REPO_ROOT) if inside_repo
-                             else plan.sweep_path),
-                   "name": plan.name, "description": plan.sweep.description,
-                   "config": plan.sweep.config_arg, "seeds": list(plan.sweep.seeds),
-                   "vmap_seeds": plan.sweep.vmap_seeds, "launcher": launcher,
-                   "report_metric": plan.sweep.report_metric,
-                   "summary_metrics": list(plan.sweep.summary_metrics), **details}
-    self.runs: dict[str, dict[str, Any]] = {}
-    for run in plan.runs:
-      entry = {"name": run.name, "setting": run.setting, "seed": run.seed,
-               "overrides": run.overrides, "num_steps": run.num_steps,
-               "status": "pending", "error": None, "attempts": 0}
-      old = previous.get(run.name, {})
-      for key in ("status", "error", "attempts", "returncode", "command", "devices",
-                  "started", "ended", "duration_s"):
-        if key in old:
-          entry[key] = old[key]
-      self.runs[run.name] = entry
-
-  def update(self, run: Run, **fields: Any) -> None:
-    self.runs[run.name].update(fields)
-
-  def write(self) -> None:
-    write_json_atomic(self.path, {**self.header, "updated": _now(),
-                                  "runs": list(self.runs.values())})
 
 
 def _die_with_parent() -> None:
@@ -195,7 +101,7 @@ class LocalLauncher:
                        devices=device_info, written_by="sweep")
       entry = self._manifest.runs[run.name]
       self._manifest.update(run, status="running", error=None, command=command,
-                            devices=list(group), started=_now(),
+                            devices=list(group), started=now(),
                             attempts=entry.get("attempts", 0) + 1)
     self._manifest.write()
     logging.info("Starting %s on %s devices %s.", unit.name, self._devices.platform,
@@ -226,7 +132,7 @@ class LocalLauncher:
       else:
         status = "failed"
       self._manifest.update(run, status=status, error=error if status == "failed" else None,
-                            returncode=returncode, ended=_now(), duration_s=duration)
+                            returncode=returncode, ended=now(), duration_s=duration)
     self._manifest.write()
     logging.info("%s %s after %.1f s%s", running.unit.name,
                  self._manifest.runs[running.unit.runs[0].name]["status"], duration,
@@ -320,10 +226,10 @@ def run_sweep_command(sweep_path: str, workdir: str, *, launcher: str = "local",
     WorkdirError: an unwritable work directory.
   """
   plan = load_plan(sweep_path)
+  kind_of(plan.base_config)  # An unknown experiment kind fails before anything runs.
   if launcher not in ("local", "slurm"):
     raise ConfigError(f"--launcher={launcher!r}: use local or slurm.")
   if launcher == "slurm":
-    from cnnjax.sweeps.slurm import write_slurm_job
     workdir = prepare_workdir(workdir)
     manifest = Manifest(workdir, plan, "slurm", devices_per_run=devices_per_run)
     todo, _ = _plan_units(plan, workdir, manifest)

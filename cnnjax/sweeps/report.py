@@ -28,7 +28,7 @@ from absl import logging
 
 from cnnjax.errors import ConfigError, WorkdirError
 from cnnjax.io.workdir import CONFIG_FILE, read_json
-from cnnjax.sweeps.launch import MANIFEST_FILE, METRICS_FILE, is_finished
+from cnnjax.sweeps.manifest import MANIFEST_FILE, METRICS_FILE, is_finished
 
 EXTRA_RESULT_FILES = {"eval": "eval.json", "likelihood": "likelihood.json"}
 # Logged quantities that are not results: no statistics, no curves.

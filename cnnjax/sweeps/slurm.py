@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from cnnjax.sweeps.launch import LaunchUnit, Manifest
+from cnnjax.sweeps.manifest import LaunchUnit, Manifest
 from cnnjax.sweeps.spec import REPO_ROOT, SweepPlan
 
 SCRIPT_FILE = "sweep.slurm"

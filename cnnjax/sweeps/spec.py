@@ -32,8 +32,8 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from cnnjax.errors import ConfigError
+from cnnjax.io.provenance import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED_FIELD = "seed"
 BASE_SETTING = "base"   # The setting name of a sweep without grid overrides.
 MAX_NAME_LENGTH = 200   # Longer names are cut, with a hash of the full name (< 255 bytes).

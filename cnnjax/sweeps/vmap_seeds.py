@@ -34,11 +34,11 @@ from ml_collections import config_flags
 from cnnjax.data.pipeline import make_train_dataset
 from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_data_source
 from cnnjax.errors import CnnjaxError, ConfigError, NonFiniteError
-from cnnjax.evaluation.evaluate import make_training_evaluator
 from cnnjax.io.metrics_writer import MetricsWriter
+from cnnjax.io.provenance import write_provenance
 from cnnjax.io.workdir import CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json, \
     write_json_atomic
-from cnnjax.sweeps.provenance import write_provenance
+from cnnjax.runs.scoring import make_training_evaluator
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.divergence import DivergenceRecord, all_finite

@@ -1,16 +1,19 @@
-"""The training runtime shared by every experiment: inputs checked, state restored, the
-loop, its outputs.
+"""The training runtime shared by every experiment kind: inputs checked, state restored,
+the loop, its outputs.
 
-An experiment supplies a config validator and a program builder. The program has
-`init_state()`, a jitted `train_step(state, batch) -> (state, metrics)` whose state has
-`step` and `divergence` fields, and `grids(state) -> {name: images (N, H, W, C)}` for the
-sample grids. It may also supply an evaluator factory: sample-quality metrics computed
-every `eval.every` steps and at the last step, logged with the losses and available to
-keep the best checkpoint (`checkpoint.best_metric`). A run resumes from its work directory's newest complete checkpoint when
-relaunched with the same command; SIGTERM/SIGINT checkpoint the current step and end the
-run with status 0.
+A kind (`cnnjax.runs.kind.ExperimentKind`) supplies a config validator and a program
+builder, and may replace the data hooks (`open_image_data`, `image_batches`: one image
+dataset with optional labels). The program has `init_state()`, a jitted
+`train_step(state, batch) -> (state, metrics)` whose state has `step` and `divergence`
+fields, and `grids(state) -> {name: images (N, H, W, C)}` for the sample grids. It may
+also supply an evaluator factory: metrics computed every `eval.every` steps and at the
+last step, logged with the losses and available to keep the best checkpoint
+(`checkpoint.best_metric`). A run resumes from its work directory's newest complete
+checkpoint when relaunched with the same command; SIGTERM/SIGINT checkpoint the current
+step and end the run with status 0.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,7 +29,7 @@ from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_da
 from cnnjax.errors import ConfigError, NonFiniteError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.metrics_writer import MetricsWriter
-from cnnjax.sweeps.provenance import write_provenance
+from cnnjax.io.provenance import write_provenance
 from cnnjax.io.workdir import (CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json,
                                write_json_atomic)
 from cnnjax.train import parallel
@@ -41,6 +44,28 @@ CONFIG_CHANGES_FILE = "config_changes.jsonl"
 # `(config) -> evaluate(program, state) -> metrics`, or None when the config asks for none.
 EvaluatorFactory = Callable[[ml_collections.ConfigDict],
                             Callable[[Any, Any], dict[str, float]] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+  """What a run trains on, opened before anything is written.
+
+  Attributes:
+    source: the random-access source(s) its batch iterator reads (None: the program
+      makes its own inputs, e.g. from latents).
+    info: JSON description written to `DIR/data_info.json` and given to the program
+      builder: at least `name`, `split`, `image_shape` [H, W, C], `num_classes`
+      (None when unlabelled); kinds may add their own fields.
+  """
+  source: Any
+  info: dict[str, Any]
+
+
+# `(config) -> TrainData`, and `(config, data, process_index=, process_count=) ->
+# a checkpointable grain iterator of host batches, or None (each step's batch is then
+# an empty dict: the program makes its own inputs)`.
+OpenData = Callable[[ml_collections.ConfigDict], TrainData]
+MakeBatches = Callable[..., Any]
 _all_finite = jax.jit(all_finite)
 
 
@@ -55,6 +80,34 @@ def _check_dataset_fits(config: ml_collections.ConfigDict, height: int, width: i
         f"{config.data.name} images are {height}x{width}, larger than "
         f"data.image_size={config.data.image_size}; set data.resize='resize' or a "
         "larger data.image_size.")
+
+
+def open_image_data(config: ml_collections.ConfigDict) -> TrainData:
+  """The default data hook: the `data.name` dataset's `data.split`, images (and labels).
+
+  Raises:
+    DatasetError: the dataset or split is unavailable.
+    ConfigError: its images do not fit `data.image_size` with `data.resize='pad'`.
+  """
+  source, info = get_data_source(config.data.name, config.data.split,
+                                 config.data.data_dir or None)
+  height, width, channels = dataset_image_shape(info)
+  _check_dataset_fits(config, height, width)
+  return TrainData(source=source, info={
+      "name": config.data.name, "split": config.data.split,
+      "image_shape": [height, width, channels], "num_classes": dataset_num_classes(info)})
+
+
+def image_batches(config: ml_collections.ConfigDict, data: TrainData, *,
+                  process_index: int, process_count: int):
+  """The default batch hook: this process's slice of seeded, shuffled global batches of
+  `image` (and `label`) scaled to [-1, 1] (`cnnjax.data.pipeline.make_train_dataset`)."""
+  return iter(make_train_dataset(
+      data.source, seed=config.seed, global_batch_size=config.train.batch_size,
+      image_size=config.data.image_size, resize=config.data.resize,
+      has_label=data.info["num_classes"] is not None, process_index=process_index,
+      process_count=process_count, num_threads=config.data.num_threads,
+      prefetch=config.data.prefetch, cache_in_memory=config.data.cache_in_memory))
 
 
 def _record_config(workdir: str, config_dict: dict, is_writer: bool) -> None:
@@ -100,7 +153,9 @@ def write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
 def run_training(config: ml_collections.ConfigDict, workdir: str, *,
                  validate: Callable[[ml_collections.ConfigDict, int], None],
                  build_program: Callable[..., Any],
-                 make_evaluator: EvaluatorFactory | None = None) -> dict[str, float]:
+                 make_evaluator: EvaluatorFactory | None = None,
+                 open_data: OpenData = open_image_data,
+                 make_batches: MakeBatches = image_batches) -> dict[str, float]:
   """Trains (or resumes) the experiment of `config` in `workdir`.
 
   Every input is checked before anything in `workdir` is written. From the start,
@@ -110,46 +165,40 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, *,
     config: the experiment config (sections data, train, checkpoint; seed).
     workdir: the run's directory.
     validate: `(config, num_devices)` raising `ConfigError` for a bad config.
-    build_program: `(config, mesh=, channels=, num_classes=) -> program`.
+    build_program: `(config, mesh=, data_info=) -> program`, `data_info` being
+      `TrainData.info`.
     make_evaluator: builds the periodic evaluation from the config (after `validate`,
       before the workdir is touched, so that a missing extractor fails early); it
       returns None when `eval.every` is 0.
+    open_data: opens the training data (checked before the workdir is touched).
+    make_batches: this process's checkpointable iterator of host batches, or None.
 
   Returns:
     The metrics of the last logged step (empty if no step ran).
   """
   with PreemptionSignal() as preemption:
-    return _train(config, workdir, preemption, validate, build_program, make_evaluator)
+    return _train(config, workdir, preemption, validate, build_program, make_evaluator,
+                  open_data, make_batches)
 
 
-def _train(config, workdir, preemption, validate, build_program,
-           make_evaluator) -> dict[str, float]:
+def _train(config, workdir, preemption, validate, build_program, make_evaluator,
+           open_data, make_batches) -> dict[str, float]:
   mesh = parallel.make_data_mesh()
   validate(config, mesh.size)
-  source, info = get_data_source(config.data.name, config.data.split,
-                                 config.data.data_dir or None)
-  height, width, channels = dataset_image_shape(info)
-  _check_dataset_fits(config, height, width)
-  num_classes = dataset_num_classes(info)
+  data = open_data(config)
   evaluate = make_evaluator(config) if make_evaluator is not None else None
   eval_every = config.eval.every if evaluate is not None else 0
   # Built before the workdir is touched: a config the program rejects writes nothing.
-  program = build_program(config, mesh=mesh, channels=channels, num_classes=num_classes)
+  program = build_program(config, mesh=mesh, data_info=data.info)
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
   _record_config(workdir, json.loads(config.to_json()), is_writer)
   if is_writer:
     write_provenance(workdir, config, sys.argv)
-    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), {
-        "name": config.data.name, "split": config.data.split,
-        "image_shape": [height, width, channels], "num_classes": num_classes})
+    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), data.info)
 
-  batches = iter(make_train_dataset(
-      source, seed=config.seed, global_batch_size=config.train.batch_size,
-      image_size=config.data.image_size, resize=config.data.resize,
-      has_label=num_classes is not None, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_threads=config.data.num_threads,
-      prefetch=config.data.prefetch, cache_in_memory=config.data.cache_in_memory))
+  batches = make_batches(config, data, process_index=jax.process_index(),
+                         process_count=jax.process_count())
   checkpointer = Checkpointer(workdir, config.checkpoint)
   restored = checkpointer.restore(jax.eval_shape(program.init_state), batches)
   if restored is None:
@@ -165,12 +214,12 @@ def _train(config, workdir, preemption, validate, build_program,
   eval_names: set[str] = set()
   logged: dict[str, float] = {}
   logging.info("Training %s on %s, steps %d to %d, over %d devices into %s.",
-               config.get("experiment", "gan"), config.data.name, start_step, num_steps, mesh.size,
-               workdir)
+               config.get("experiment", "gan"), data.info.get("name"), start_step,
+               num_steps, mesh.size, workdir)
   try:
     for step in range(start_step + 1, num_steps + 1):
-      state, metrics = program.train_step(
-          state, parallel.put_global_batch(next(batches), mesh))
+      batch = {} if batches is None else parallel.put_global_batch(next(batches), mesh)
+      state, metrics = program.train_step(state, batch)
       metric_names = list(metrics)
       is_last = step == num_steps
       is_log_step = step % config.train.log_every == 0 or is_last

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from cnnjax.data.pipeline import scale_to_unit_range
 from cnnjax.errors import DatasetError
-from cnnjax.evaluation.vae_likelihood import make_bounds_fn
+from cnnjax.train.vae_bounds import make_bounds_fn
 from cnnjax.losses.vae import Likelihood, bits_per_dim, kl_weight, make_likelihood
 from cnnjax.models.vae import ConvVae, build_vae
 from cnnjax.train import parallel

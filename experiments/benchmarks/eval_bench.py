@@ -43,11 +43,11 @@ from ml_collections import config_flags  # noqa: E402
 from cnnjax.data.pipeline import make_train_dataset  # noqa: E402
 from cnnjax.data.sources import (dataset_image_shape, dataset_num_classes,  # noqa: E402
                                  get_data_source)
-from cnnjax.evaluation.evaluate import RunEvaluator  # noqa: E402
+from cnnjax.runs.registry import kind_of  # noqa: E402
+from cnnjax.runs.scoring import run_evaluator  # noqa: E402
 from cnnjax.evaluation.features import Extractor  # noqa: E402
 from cnnjax.metrics import FeatureStats, fid_from_stats  # noqa: E402
 from cnnjax.train import parallel  # noqa: E402
-from cnnjax.train.experiments import build_program  # noqa: E402
 from experiments.benchmarks.timing import (command_line, machine_lines,  # noqa: E402
                                            markdown_table, usable_cores)
 
@@ -82,8 +82,9 @@ def time_training(config: ml_collections.ConfigDict, num_steps: int):
   source, info = get_data_source(config.data.name, config.data.split,
                                  config.data.data_dir or None)
   num_classes = dataset_num_classes(info)
-  program = build_program(config, mesh=mesh, channels=dataset_image_shape(info)[-1],
-                          num_classes=num_classes)
+  program = kind_of(config).build_program(
+      config, mesh=mesh, data_info={"image_shape": list(dataset_image_shape(info)),
+                                    "num_classes": num_classes})
   batches = iter(make_train_dataset(
       source, seed=config.seed, global_batch_size=config.train.batch_size,
       image_size=config.data.image_size, resize=config.data.resize,
@@ -151,8 +152,8 @@ def main(argv: Sequence[str]) -> None:
   compile_seconds, train_seconds, program, state = time_training(config, FLAGS.train_steps)
   logging.info("%d training steps: %.2f s (compiled in %.1f s)", FLAGS.train_steps,
                train_seconds, compile_seconds)
-  reference_seconds = _seconds(lambda: RunEvaluator.from_config(config))
-  evaluator = RunEvaluator.from_config(config)
+  reference_seconds = _seconds(lambda: run_evaluator(config))
+  evaluator = run_evaluator(config)
   cold = _seconds(lambda: evaluator.evaluate(program, state, num_samples=num_samples))
   warm = [_seconds(lambda: evaluator.evaluate(program, state, num_samples=num_samples))
           for _ in range(FLAGS.repeats)]

@@ -34,7 +34,7 @@ import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cnnjax.train import parallel  # noqa: E402
-from cnnjax.train.vae_loop import validate_vae_config  # noqa: E402
+from cnnjax.train.vae_validation import validate_vae_config  # noqa: E402
 from cnnjax.train.vae_program import build_vae_program  # noqa: E402
 from experiments.benchmarks.timing import (Variant, ahead_of_time_step,  # noqa: E402
                                            command_line, define_torch_flags,

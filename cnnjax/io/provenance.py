@@ -19,7 +19,9 @@ import sys
 from typing import Any, Mapping, Sequence
 
 from cnnjax.io.workdir import read_json, write_json_atomic
-from cnnjax.sweeps.spec import REPO_ROOT
+
+# The checkout cnnjax runs from (git provenance, sweep commands).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "libtpu", "flax",

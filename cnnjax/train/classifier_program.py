@@ -1,38 +1,29 @@
-"""`train_and_evaluate` for the in-domain classifier (`configs/classifier.py`): the shared
-runtime (`cnnjax.train.loop`) with a supervised step whose gradients are averaged with
-`pmean` and whose BatchNorm is synchronised over the mesh. At the end the test-split
-accuracy goes to `workdir/eval.json`.
-"""
+"""The in-domain classifier (`configs/classifier.py`): its state, its supervised
+per-device step (gradients averaged with `pmean`, BatchNorm synchronised over the mesh),
+its program over the mesh (`predict` gives the logits and penultimate features that the
+sample-quality metrics use) and its config validator."""
 
-import contextlib
 import dataclasses
 import functools
-import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from absl import logging
 from flax import struct
 from jax.sharding import Mesh
 
 from cnnjax.data.pipeline import RESIZE_MODES
 from cnnjax.data.sources import dataset_num_classes, get_data_source
-from cnnjax.errors import CheckpointError, DatasetError, WorkdirError
-from cnnjax.evaluation.features import Extractor, split_accuracy
-from cnnjax.io.metrics_writer import MetricsWriter
-from cnnjax.io.workdir import load_run_config, write_json_atomic
+from cnnjax.errors import DatasetError
 from cnnjax.models.classifier import Classifier, build_classifier, random_shift
 from cnnjax.train import parallel
-from cnnjax.train.checkpointing import Checkpointer, validate_checkpoint_config
+from cnnjax.train.checkpointing import validate_checkpoint_config
 from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
-from cnnjax.train.loop import run_training
 from cnnjax.train.state import INIT_STREAM, TRAIN_STREAM, PlayerState, base_key_data, init_player
-from cnnjax.train.validation import _require, _require_positive
+from cnnjax.train.validation import require, require_positive
 
-EVAL_FILE = "eval.json"
 TRAIN_CLASSIFIER_HINT = ("python run.py --config=configs/classifier.py:digits "
                          "--workdir=DIR")
 
@@ -160,19 +151,19 @@ def build_classifier_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
 def validate_classifier_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises `ConfigError` naming the first invalid field of a classifier config."""
   build_classifier(config.model, num_classes=1, axis_name=None)  # Checks the model.
-  _require(config.data.resize in RESIZE_MODES,
+  require(config.data.resize in RESIZE_MODES,
            f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.data.resize!r}.")
-  _require_positive(config.data, "data", ("image_size", "num_threads", "prefetch"))
-  _require(0 <= config.data.max_shift < config.data.image_size,
+  require_positive(config.data, "data", ("image_size", "num_threads", "prefetch"))
+  require(0 <= config.data.max_shift < config.data.image_size,
            f"data.max_shift must be in [0, data.image_size), got {config.data.max_shift}.")
-  _require_positive(config.optim, "optim", ("lr",))
-  _require(config.optim.warmup_steps >= 0 and config.optim.weight_decay >= 0,
+  require_positive(config.optim, "optim", ("lr",))
+  require(config.optim.warmup_steps >= 0 and config.optim.weight_decay >= 0,
            "optim.warmup_steps and optim.weight_decay must be >= 0.")
-  _require_positive(config.train, "train",
+  require_positive(config.train, "train",
                     ("batch_size", "log_every", "sample_every", "eval_batch_size"))
-  _require(config.train.num_steps >= 0,
+  require(config.train.num_steps >= 0,
            f"train.num_steps must be >= 0, got {config.train.num_steps}.")
-  _require(config.train.on_nonfinite in NONFINITE_MODES,
+  require(config.train.on_nonfinite in NONFINITE_MODES,
            f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
            f"got {config.train.on_nonfinite!r}.")
   validate_checkpoint_config(config.checkpoint)
@@ -182,68 +173,6 @@ def validate_classifier_config(config: ml_collections.ConfigDict, num_devices: i
     raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
                        "train the classifier on a labelled dataset.")
   for field in ("batch_size", "eval_batch_size"):
-    _require(config.train[field] % num_devices == 0,
+    require(config.train[field] % num_devices == 0,
              f"train.{field}={config.train[field]} is not divisible by the {num_devices} "
              f"devices; use a multiple of {num_devices}.")
-
-
-def restore_classifier(workdir: str, step: int | None = None):
-  """Builds a trained classifier's program and restores its state (read-only).
-
-  Returns:
-    (config, program, state, step).
-
-  Raises:
-    WorkdirError, CheckpointError: `workdir` holds no trained classifier; the message
-      says how to train one.
-  """
-  try:
-    config, data_info = load_run_config(workdir)
-  except WorkdirError:
-    raise WorkdirError(f"{workdir} holds no trained classifier; train one with "
-                       f"`{TRAIN_CLASSIFIER_HINT}`.") from None
-  if config.get("experiment") != "classifier":
-    raise WorkdirError(f"{workdir} holds a {config.get('experiment', 'gan')!r} run, not a "
-                       f"classifier; train one with `{TRAIN_CLASSIFIER_HINT}`.")
-  program = build_classifier_program(
-      config, mesh=parallel.make_data_mesh(), channels=data_info["image_shape"][-1],
-      num_classes=data_info["num_classes"])
-  with contextlib.closing(Checkpointer(workdir, config.checkpoint,
-                                       read_only=True)) as checkpointer:
-    restored = checkpointer.restore(jax.eval_shape(program.init_state), step=step)
-  if restored is None:
-    raise CheckpointError(f"The classifier in {workdir} has no checkpoint yet; finish "
-                          f"training it with `{TRAIN_CLASSIFIER_HINT}`.")
-  return (config, program, *restored)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) the classifier of `config` in `workdir`; once training is
-  complete, scores the test split and writes `workdir/eval.json`.
-
-  Returns:
-    The last logged training metrics and, once complete, the `test_` metrics.
-  """
-  logged = run_training(config, workdir, validate=validate_classifier_config,
-                        build_program=build_classifier_program)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  extractor = Extractor.from_workdir(workdir, batch_size=config.train.eval_batch_size)
-  step = extractor.step
-  if step < config.train.num_steps:  # Preempted: evaluate when the run completes.
-    return logged
-  test_metrics = {f"test_{name}": value for name, value in split_accuracy(
-      extractor, config.data, config.data.test_split).items()}
-  logging.info("Test accuracy at step %d: %.4f on %d %s examples.", step,
-               test_metrics["test_accuracy"], test_metrics["test_num_examples"],
-               config.data.test_split)
-  if jax.process_index() == 0:
-    if logged:  # Steps ran in this launch: log the test metrics with them, once.
-      writer = MetricsWriter(workdir, resume_step=step)
-      writer.write_scalars(step, test_metrics)
-      writer.close()
-    write_json_atomic(os.path.join(workdir, EVAL_FILE), {
-        "step": step, "metrics": test_metrics,
-        "settings": {"extractor_id": extractor.extractor_id, "dataset": config.data.name,
-                     "split": config.data.test_split,
-                     "image_size": config.data.image_size}})
-  return {**logged, **test_metrics}

@@ -1,0 +1,54 @@
+"""Flags shared by several commands, and the one-line error every command ends with.
+
+Only absl and ml_collections are imported here (and in every command module's top
+level), so that bad flags are reported before JAX is imported.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, optionally with a variant: "
+    "configs/dcgan.py:tiny. Fields are overridden with --config.SECTION.FIELD=VALUE.",
+    lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run (created if "
+                              "missing when training).")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of what a command draws (samples, latents, "
+                            "shuffles).")
+STEP = flags.DEFINE_integer("step", None, "Checkpoint step of the run to read (default: "
+                            "the newest).")
+OUT = flags.DEFINE_string("out", None, "The file a command writes.")
+
+
+def fail(message: str, status: int = 2) -> None:
+  """Prints a one-line `error: ...` and exits with `status`."""
+  sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+def last_line(error: BaseException) -> str:
+  """The final line of an error message (config-file errors embed a traceback)."""
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def required_workdir() -> str:
+  """`--workdir`, or a one-line error saying it is required."""
+  if WORKDIR.value is None:
+    fail("--workdir is required: the directory of the run.")
+  return WORKDIR.value
+
+
+def loaded_config():
+  """`--config`, loaded; a one-line error when it is missing or fails to load."""
+  config = CONFIG.value
+  if config is None:
+    fail("--config is required for train, e.g. --config=configs/dcgan.py.")
+  try:
+    config.keys()  # A config file that failed to load raises on first access.
+  except OSError as error:
+    fail(f"--config: {last_line(error)}")
+  return config
