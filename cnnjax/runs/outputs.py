@@ -14,8 +14,9 @@ from cnnjax.errors import ConfigError, WorkdirError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.workdir import EVAL_FILE, write_json_atomic
 from cnnjax.runs import vae
-from cnnjax.runs.opening import open_run, read_run
-from cnnjax.runs.restore import spec_as
+from cnnjax.runs.opening import read_run
+from cnnjax.runs.restore import OpenRun, restore_state, spec_as
+from cnnjax.runs.scoring import check_sample_labels
 
 
 def sample_to_png(workdir: str, *, num: int, seed: int, out: str,
@@ -47,7 +48,11 @@ def sample_to_png(workdir: str, *, num: int, seed: int, out: str,
                        "first.")
   spec = read_run(workdir)
   sample = spec.kind.require("sample", spec.workdir)
-  run = open_run(spec.workdir, step)
+  program = spec.build_program()
+  if labels is not None:  # Checked before any checkpoint is read.
+    check_sample_labels(program, labels, spec.workdir)
+  state, restored_step = restore_state(spec, program, step)
+  run = OpenRun(spec=spec, program=program, state=state, step=restored_step)
   images = sample(run, num=num, seed=seed, labels=labels)
   save_png(out, make_grid(np.asarray(jax.device_get(images))))
   logging.info("Wrote %d samples from step %d to %s.", num, run.step, out)
