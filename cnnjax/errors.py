@@ -27,3 +27,7 @@ class CheckpointError(CnnjaxError):
 
 class NonFiniteError(CnnjaxError):
   """Training produced a NaN or infinite loss or parameter."""
+
+
+class ImageError(CnnjaxError):
+  """A user's image file is missing, unreadable or of the wrong size."""

@@ -37,3 +37,41 @@ def load_config(file_name: str, variant: str | None = None):
 def data_dir(tmp_path_factory) -> str:
   """One TFDS data_dir for the session: each builder prepares at most once."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _train_tiny(tmp_path_factory, data_dir: str, name: str, config_file: str,
+                variant: str = "tiny") -> pathlib.Path:
+  """Trains `configs/<config_file>:<variant>` once into `<basetemp>/<name>`."""
+  from cnnjax.runs.registry import train_and_evaluate  # Imports jax: after XLA_FLAGS.
+  workdir = tmp_path_factory.getbasetemp() / name
+  if not (workdir / "eval.json").exists() and not (workdir / "checkpoints").exists():
+    config = load_config(config_file, variant)
+    config.data.data_dir = data_dir
+    train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+# Finished tiny runs shared by every test file that opens a run (editing, inversion,
+# human evaluation, ...): trained at most once per session. Treat them as read-only.
+@pytest.fixture(scope="session")
+def tiny_gan_run(tmp_path_factory, data_dir) -> pathlib.Path:
+  """configs/dcgan.py:tiny on digits (20 steps)."""
+  return _train_tiny(tmp_path_factory, data_dir, "tiny_gan", "dcgan.py")
+
+
+@pytest.fixture(scope="session")
+def tiny_cgan_run(tmp_path_factory, data_dir) -> pathlib.Path:
+  """configs/cgan.py:tiny on digits: class-conditional."""
+  return _train_tiny(tmp_path_factory, data_dir, "tiny_cgan", "cgan.py")
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_run(tmp_path_factory, data_dir) -> pathlib.Path:
+  """configs/vae.py:tiny on digits."""
+  return _train_tiny(tmp_path_factory, data_dir, "tiny_vae", "vae.py")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tmp_path_factory, data_dir) -> pathlib.Path:
+  """configs/classifier.py:tiny on digits: an extractor for features and scores."""
+  return _train_tiny(tmp_path_factory, data_dir, "tiny_classifier", "classifier.py")
