@@ -9,6 +9,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from cnnjax.io.atomic import atomic_write
+from cnnjax.io.write_errors import reporting_write_errors
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -91,4 +92,5 @@ class MetricsWriter:
   def close(self) -> None:
     if self._enabled:
       os.close(self._fd)
-      self._tensorboard.close()
+      with reporting_write_errors("TensorBoard events (DIR/tensorboard)"):
+        self._tensorboard.close()

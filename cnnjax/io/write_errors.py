@@ -11,26 +11,27 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _os_error_in(error: BaseException) -> OSError | None:
-  """The first OSError among `error`, its causes and contexts (orbax wraps them)."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno is not None:
-      return error
+def _chain(error: BaseException | None) -> list[BaseException]:
+  """`error`, its causes and contexts (orbax and tensorstore wrap the OSError)."""
+  chain = []
+  while error is not None and all(error is not seen for seen in chain):
+    chain.append(error)
     error = error.__cause__ or error.__context__
-  return None
+  return chain
 
 
 def as_workdir_error(what: str, error: BaseException) -> WorkdirError | None:
   """The `WorkdirError` for a failed write of `what`, or None if `error` is not one."""
-  os_error = _os_error_in(error)
+  chain = _chain(error)
+  os_error = next((e for e in chain if isinstance(e, OSError) and e.errno is not None),
+                  None)
   code = os_error.errno if os_error is not None else None
-  if code in _FULL or "No space left on device" in str(error):
+  # Tensorstore's errors (orbax's array writes) carry only the text of the OS's error.
+  if code in _FULL or any("No space left on device" in str(e) for e in chain):
     return WorkdirError(f"Disk full writing {what}: free space and relaunch (the run "
                         "resumes from its newest complete checkpoint).")
-  if code in _DENIED:
-    return WorkdirError(f"Cannot write {what} ({os_error.strerror}); make the work "
+  if code in _DENIED or any("Read-only file system" in str(e) for e in chain):
+    return WorkdirError(f"Cannot write {what} (permission denied or read-only); make the work "
                         "directory writable and relaunch.")
   return None
 

@@ -147,4 +147,5 @@ class Checkpointer:
       self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    with reporting_write_errors(f"a checkpoint into {self._workdir}/{CHECKPOINT_DIR}"):
+      self._manager.close()
