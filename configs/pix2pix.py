@@ -56,7 +56,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict(dict(
       lr=2e-4, b1=0.5, b2=0.999,  # Adam, for G and D.
-      constant_fraction=0.5,     # Constant rate for this fraction of steps, then linear to 0.
+      constant_steps=750,        # Constant rate for these steps (pix2pix's n_epochs),
+      decay_steps=750,           # then linear to 0 over these (n_epochs_decay).
   ))
 
   config.train = ml_collections.ConfigDict(dict(
@@ -98,7 +99,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.num_steps = 4
     config.train.log_every = 2
     config.train.sample_every = 4
-    config.eval.batch_size = 16
+    config.optim.constant_steps = 2
+    config.optim.decay_steps = 2
+    config.eval.batch_size = 8
     config.eval.num_examples = 16
     config.eval.num_grid = 4
     config.checkpoint.every = 2

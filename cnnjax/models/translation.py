@@ -60,8 +60,11 @@ class UNetGenerator(nn.Module):
     for level, width in enumerate(self.widths):
       if level:
         h = nn.leaky_relu(h, 0.2)
-      h = nn.Conv(width, (4, 4), strides=(2, 2), padding=_PAD1, name=f"down{level}")(h)
-      if 0 < level < num_levels - 1:
+      normed = 0 < level < num_levels - 1
+      # No bias before InstanceNorm, which would remove it (its gradient is rounding).
+      h = nn.Conv(width, (4, 4), strides=(2, 2), padding=_PAD1, use_bias=not normed,
+                  name=f"down{level}")(h)
+      if normed:
         h = instance_norm(f"down{level}_norm")(h)
       skips.append(h)
     for level in reversed(range(num_levels)):
@@ -70,7 +73,7 @@ class UNetGenerator(nn.Module):
       h = nn.relu(h)
       width = self.widths[level - 1] if level else self.out_channels
       h = FastConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME",
-                            name=f"up{level}")(h)
+                            use_bias=level == 0, name=f"up{level}")(h)
       if level:
         h = instance_norm(f"up{level}_norm")(h)
         if 1 <= num_levels - 1 - level <= self.num_dropout and self.dropout_rate > 0:
@@ -99,10 +102,14 @@ class PatchGAN(nn.Module):
     base_width: channels of the first convolution (64 in pix2pix), doubled per layer.
     num_layers: stride-2 layers (3: 70x70 patches; see `patchgan_receptive_field`).
     max_width: channel cap (512).
+    use_norm: InstanceNorm after every convolution but the first (pix2pix); without
+      it each logit depends only on its receptive field (InstanceNorm's statistics
+      span the whole image).
   """
   base_width: int = 64
   num_layers: int = 3
   max_width: int = 512
+  use_norm: bool = True
 
   @nn.compact
   def __call__(self, x_bhwc: jax.Array, *, train: bool) -> jax.Array:
@@ -113,9 +120,10 @@ class PatchGAN(nn.Module):
     for layer in range(self.num_layers + 1):
       stride = 2 if layer < self.num_layers else 1
       width = min(self.base_width * 2**layer, self.max_width)
+      normed = layer > 0 and self.use_norm
       h = nn.Conv(width, (PATCH_KERNEL, PATCH_KERNEL), strides=(stride, stride),
-                  padding=_PAD1, name=f"conv{layer}")(h)
-      if layer:
+                  padding=_PAD1, use_bias=not normed, name=f"conv{layer}")(h)
+      if normed:
         h = instance_norm(f"norm{layer}")(h)
       h = nn.leaky_relu(h, 0.2)
     return nn.Conv(1, (PATCH_KERNEL, PATCH_KERNEL), padding=_PAD1, name="logits")(h)
@@ -142,21 +150,24 @@ class ResnetGenerator(nn.Module):
   @nn.compact
   def __call__(self, x_bhwc: jax.Array, *, train: bool) -> jax.Array:
     del train
-    h = nn.Conv(self.base_width, (7, 7), padding="VALID", name="stem")(_reflect(x_bhwc, 3))
+    h = nn.Conv(self.base_width, (7, 7), padding="VALID", use_bias=False,
+                name="stem")(_reflect(x_bhwc, 3))
     h = nn.relu(instance_norm("stem_norm")(h))
     for index in range(2):
       h = nn.Conv(self.base_width * 2**(index + 1), (3, 3), strides=(2, 2),
-                  padding=_PAD1, name=f"down{index}")(h)
+                  padding=_PAD1, use_bias=False, name=f"down{index}")(h)
       h = nn.relu(instance_norm(f"down{index}_norm")(h))
     width = self.base_width * 4
     for block in range(self.num_blocks):
-      r = nn.Conv(width, (3, 3), padding="VALID", name=f"block{block}_a")(_reflect(h, 1))
+      r = nn.Conv(width, (3, 3), padding="VALID", use_bias=False,
+                  name=f"block{block}_a")(_reflect(h, 1))
       r = nn.relu(instance_norm(f"block{block}_a_norm")(r))
-      r = nn.Conv(width, (3, 3), padding="VALID", name=f"block{block}_b")(_reflect(r, 1))
+      r = nn.Conv(width, (3, 3), padding="VALID", use_bias=False,
+                  name=f"block{block}_b")(_reflect(r, 1))
       h = h + instance_norm(f"block{block}_b_norm")(r)
     for index in range(2):
       h = FastConvTranspose(self.base_width * 2**(1 - index), (3, 3), strides=(2, 2),
-                            padding="SAME", name=f"up{index}")(h)
+                            padding="SAME", use_bias=False, name=f"up{index}")(h)
       h = nn.relu(instance_norm(f"up{index}_norm")(h))
     h = nn.Conv(self.out_channels, (7, 7), padding="VALID", name="out")(_reflect(h, 3))
     return jnp.tanh(h)

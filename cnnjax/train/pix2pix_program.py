@@ -161,8 +161,8 @@ def build_pix2pix_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
                           ) -> Pix2pixProgram:
   """The program of a (validated) pix2pix config."""
   generator, discriminator = build_networks(config, target_channels)
-  g_optimizer = adam_with_linear_decay(config.optim, config.train.num_steps)
-  d_optimizer = adam_with_linear_decay(config.optim, config.train.num_steps)
+  g_optimizer = adam_with_linear_decay(config.optim)
+  d_optimizer = adam_with_linear_decay(config.optim)
   init = functools.partial(
       _init_state, seed=config.seed, generator=generator, discriminator=discriminator,
       g_optimizer=g_optimizer, d_optimizer=d_optimizer, image_size=config.data.image_size,
@@ -201,9 +201,11 @@ def validate_translation_common(config: ml_collections.ConfigDict, num_devices: 
           f"data.load_size={config.data.load_size} must be >= data.image_size={size}.")
   require_positive(config.data, "data", ("num_threads", "prefetch"))
   require_positive(config.optim, "optim", ("lr",))
-  for name in ("b1", "b2", "constant_fraction"):
+  for name in ("b1", "b2"):
     value = config.optim[name]
-    require(0.0 <= value <= 1.0, f"optim.{name} must be in [0, 1], got {value}.")
+    require(0.0 <= value < 1.0, f"optim.{name} must be in [0, 1), got {value}.")
+  require(config.optim.constant_steps >= 0 and config.optim.decay_steps >= 0,
+          "optim.constant_steps and optim.decay_steps must be >= 0.")
   require(config.loss.gan in GAN_LOSSES,
           f"loss.gan must be one of {', '.join(GAN_LOSSES)}, got {config.loss.gan!r}.")
   require_positive(config.train, "train", ("batch_size", "log_every", "sample_every"))

@@ -41,13 +41,14 @@ class TranslationState:
     return jax.random.fold_in(base, self.step)
 
 
-def adam_with_linear_decay(optim: ml_collections.ConfigDict, num_steps: int
+def adam_with_linear_decay(optim: ml_collections.ConfigDict
                            ) -> optax.GradientTransformation:
-  """Adam(lr, b1, b2) at a constant rate for the first `optim.constant_fraction` of the
-  steps, then decaying linearly to 0 at `num_steps` (pix2pix / CycleGAN's schedule)."""
-  constant = int(round(num_steps * optim.constant_fraction))
-  schedule = optax.linear_schedule(optim.lr, 0.0, max(num_steps - constant, 1),
-                                   transition_begin=constant)
+  """Adam(lr, b1, b2) at a constant rate for `optim.constant_steps` steps, then decaying
+  linearly to 0 over `optim.decay_steps` more (pix2pix / CycleGAN's `n_epochs` and
+  `n_epochs_decay`, in steps; 0 after that). The schedule does not depend on
+  `train.num_steps`, so a run extended by more steps keeps its past."""
+  schedule = optax.linear_schedule(optim.lr, 0.0, max(optim.decay_steps, 1),
+                                   transition_begin=optim.constant_steps)
   return optax.adam(schedule, b1=optim.b1, b2=optim.b2)
 
 
