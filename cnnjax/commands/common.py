@@ -20,6 +20,8 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed of what a command draws (samples, l
 STEP = flags.DEFINE_integer("step", None, "Checkpoint step of the run to read (default: "
                             "the newest).")
 OUT = flags.DEFINE_string("out", None, "The file a command writes.")
+SPLIT = flags.DEFINE_string("split", None, "The dataset split a command reads "
+                            "(likelihood: default test; translate).")
 
 
 def fail(message: str, status: int = 2) -> None:

@@ -11,7 +11,6 @@ USAGE = """\
             python run.py likelihood --workdir=DIR [--num_importance=1000] [--split=test]
               [--seed=0] [--step=N]"""
 
-SPLIT = flags.DEFINE_string("split", "test", "likelihood: the dataset split to score.")
 NUM_IMPORTANCE = flags.DEFINE_integer("num_importance", None, "likelihood: IWAE samples "
                                       "k (default: the run's eval.num_importance).")
 
@@ -19,5 +18,6 @@ NUM_IMPORTANCE = flags.DEFINE_integer("num_importance", None, "likelihood: IWAE 
 def main() -> None:
   workdir = common.required_workdir()
   from cnnjax.runs.outputs import likelihood_run  # Imports jax: after flag errors.
-  likelihood_run(workdir, split=SPLIT.value, num_importance=NUM_IMPORTANCE.value,
+  likelihood_run(workdir, split=common.SPLIT.value or "test",
+                 num_importance=NUM_IMPORTANCE.value,
                  seed=common.SEED.value, step=common.STEP.value)
