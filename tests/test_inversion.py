@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.editing import inversion
+from cnnjax.runs.opening import open_run
 
 _W = jax.random.normal(jax.random.key(0), (4, 16))
 _S = inversion.ProjectorSettings(num_steps=200)
@@ -44,3 +45,20 @@ def test_masked_loss_ignores_unknown_pixels_and_composite_keeps_known():
                              rtol=1e-5, atol=1e-5)
   out = inversion.composite(targets, _gen(jnp.zeros((8, 4))), masks)
   np.testing.assert_array_equal(out[:, :2], targets[:, :2])
+
+
+def test_inverting_g_z_of_the_tiny_gan_beats_a_random_z(tiny_gan_run):
+  run = open_run(str(tiny_gan_run))
+  gen = inversion.bind_generator(run.program, run.state)
+  dim = run.program.latent_dim
+  z_true = jax.random.normal(jax.random.key(3), (8, dim))
+  targets = jax.jit(gen)(z_true)
+  z0 = jax.random.normal(jax.random.key(4), (8, dim))
+  s = inversion.ProjectorSettings(num_steps=60, feature_weight=0.0)
+  z, loss = jax.jit(lambda t: inversion.project(
+      jax.random.key(5), t, jnp.ones(t.shape[:3] + (1,)), z0, jnp.arange(8),
+      generate=gen, features=_feat, encode=None, s=s))(targets)
+  assert jnp.all(jnp.isfinite(loss))
+  before = float(jnp.mean((jax.jit(gen)(z0) - targets) ** 2))
+  after = float(jnp.mean((jax.jit(gen)(z) - targets) ** 2))
+  assert after < 0.5 * before

@@ -6,7 +6,7 @@ to 0, and pixel MSE plus a perceptual distance in a feature space given by the c
 to known pixels (inpainting), an optional encoder regulariser pulls z towards E(G(z))
 (in-domain inversion, Zhu et al. 2020). Each image has its own key, fold_in(key, index).
 
-Tested on a toy generator only (tests/test_inversion.py); not yet wired to a GAN run.
+Tested on a toy generator and on the tiny DCGAN run (tests/test_inversion.py).
 """
 
 from __future__ import annotations
@@ -100,3 +100,20 @@ def project(key, targets_nhwc, masks_nhw1, z0_nd, indices_n, *, generate: Callab
 def composite(targets_nhwc, generated_nhwc, masks_nhw1):
   """Inpainting: known pixels from the target, the rest from the inversion."""
   return masks_nhw1 * targets_nhwc + (1 - masks_nhw1) * generated_nhwc
+
+
+def bind_generator(program, state, labels_n=None) -> Callable:
+  """A pure latents -> images function of a GAN run's generator (inference mode, the EMA
+  weights when the run keeps them), traceable inside another jit (GanProgram.generate is
+  a jit with compiler_options and cannot be). A conditional generator inverts with the
+  given labels (one per image; the vmapped projector sees one image, so labels_n is a
+  scalar label per call or None)."""
+  params = state.generator_ema if program.uses_ema else state.generator.params
+  variables = {"params": params, "batch_stats": state.generator.batch_stats}
+
+  def generate(latents_nz, *labels):
+    return program.generator.apply(variables, latents_nz, *labels, train=False)
+
+  if labels_n is None:
+    return generate
+  return lambda latents_nz: generate(latents_nz, jnp.broadcast_to(labels_n, latents_nz.shape[:1]))
