@@ -1,0 +1,1 @@
+"""Editing of finished runs: interpolation, inversion, inpainting, attribute arithmetic."""
