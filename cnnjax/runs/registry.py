@@ -7,7 +7,7 @@ kinds up here.
 import ml_collections
 
 from cnnjax.errors import ConfigError
-from cnnjax.runs import classifier, gan, vae
+from cnnjax.runs import classifier, factors, gan, vae
 from cnnjax.runs.kind import ExperimentKind
 
 DEFAULT_KIND = "gan"   # Configs without an `experiment` field (older GAN runs).
@@ -16,6 +16,7 @@ _KINDS: tuple[ExperimentKind, ...] = (
     gan.KIND,
     vae.KIND,
     classifier.KIND,
+    factors.KIND,
 )
 KINDS: dict[str, ExperimentKind] = {kind.name: kind for kind in _KINDS}
 
