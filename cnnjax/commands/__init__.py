@@ -8,7 +8,7 @@ one module and one entry below. Flags used by several commands (--config, --work
 --seed, --step, --out) live in `cnnjax.commands.common`.
 """
 
-from cnnjax.commands import evaluate, likelihood, report, sample, sweep, train
+from cnnjax.commands import attributes, evaluate, likelihood, report, sample, sweep, train
 
 COMMANDS = {module.NAME: module for module in (
-    train, sample, evaluate, likelihood, sweep, report)}
+    train, sample, evaluate, likelihood, sweep, report, attributes)}

@@ -1,0 +1,1 @@
+"""Editing finished runs: latent interpolation, inversion, inpainting, attribute arithmetic."""
