@@ -33,6 +33,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else "."
     fail(f"No such config field among {', '.join(unknown)}{hint} "
          "(see the config file for the fields).")
+  except (SyntaxError, ImportError) as error:   # --config names a file that is not Python.
+    fail(f"--config: {last_line(error)}")
   except CnnjaxError as error:
     fail(error)
 

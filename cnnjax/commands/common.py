@@ -49,6 +49,6 @@ def loaded_config():
     fail("--config is required for train, e.g. --config=configs/dcgan.py.")
   try:
     config.keys()  # A config file that failed to load raises on first access.
-  except OSError as error:
+  except (OSError, SyntaxError, ImportError) as error:   # Missing, or not Python.
     fail(f"--config: {last_line(error)}")
   return config

@@ -1,5 +1,6 @@
 """Metrics as JSON lines and TensorBoard event files, written by process 0 only."""
 
+import errno
 import json
 import os
 from typing import Mapping
@@ -8,19 +9,37 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from cnnjax.io.atomic import atomic_write
+from cnnjax.io.write_errors import reporting_write_errors
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def _drop_records_after(path: str, step: int) -> None:
-  """Rewrites a metrics.jsonl without the records of steps after `step` (atomically)."""
+def _complete_records(path: str) -> list[str]:
+  """The whole lines of a metrics.jsonl: a torn last line (a write cut short by a full
+  disk or a kill) is not one."""
   with open(path) as file:
-    lines = [line for line in file if line.strip()]
-  kept = [line for line in lines if json.loads(line)["step"] <= step]
-  if len(kept) == len(lines):
-    return
-  with atomic_write(path) as file:
-    file.writelines(kept)
+    lines = file.readlines()
+  complete = []
+  for line in lines:
+    if not line.endswith("\n"):
+      break
+    try:
+      json.loads(line)
+    except ValueError:
+      break
+    complete.append(line)
+  return complete
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites a metrics.jsonl without the records of steps after `step` and without a
+  torn tail (atomically)."""
+  with open(path) as file:
+    original = file.read()
+  kept = [line for line in _complete_records(path) if json.loads(line)["step"] <= step]
+  if "".join(kept) != original:
+    with atomic_write(path) as file:
+      file.writelines(kept)
 
 
 class MetricsWriter:
@@ -35,10 +54,11 @@ class MetricsWriter:
     self._enabled = enabled
     if not enabled:
       return
-    path = os.path.join(workdir, METRICS_FILE)
-    if resume_step and os.path.exists(path):
+    path = self._path = os.path.join(workdir, METRICS_FILE)
+    if os.path.exists(path):   # Also a fresh start (step 0) after an early kill.
       _drop_records_after(path, resume_step)
-    self._jsonl = open(path, "a", buffering=1)  # Line-buffered: survives SIGKILL.
+    # Unbuffered appends, one write per line: a kill leaves whole lines only.
+    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     self._tensorboard = SummaryWriter(
         os.path.join(workdir, "tensorboard"),
         purge_step=resume_step + 1 if resume_step else None)
@@ -48,7 +68,15 @@ class MetricsWriter:
       return
     record = {"step": int(step)}
     record.update({name: float(value) for name, value in scalars.items()})
-    self._jsonl.write(json.dumps(record) + "\n")
+    line = (json.dumps(record) + "\n").encode()
+    size = os.fstat(self._fd).st_size
+    try:
+      written = os.write(self._fd, line)
+      if written != len(line):
+        raise OSError(errno.ENOSPC, "short write", self._path)
+    except OSError:
+      os.ftruncate(self._fd, size)   # Never leave a torn line behind.
+      raise
     for name, value in scalars.items():
       self._tensorboard.add_scalar(name, float(value), int(step))
 
@@ -59,10 +87,10 @@ class MetricsWriter:
 
   def flush(self) -> None:
     if self._enabled:
-      self._jsonl.flush()
       self._tensorboard.flush()
 
   def close(self) -> None:
     if self._enabled:
-      self._jsonl.close()
-      self._tensorboard.close()
+      os.close(self._fd)
+      with reporting_write_errors("TensorBoard events (DIR/tensorboard)"):
+        self._tensorboard.close()

@@ -40,8 +40,13 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+  """A run's JSON file; a damaged one is a `WorkdirError` (not a traceback)."""
   with open(path) as file:
-    return json.load(file)
+    try:
+      return json.load(file)
+    except ValueError as error:
+      raise WorkdirError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}); "
+                         "restore it or start the run in a new --workdir.") from None
 
 
 def load_run_config(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:

@@ -16,9 +16,7 @@ is recorded with the last line of its stderr and does not stop the others.
 """
 
 import collections
-import contextlib
 import dataclasses
-import fcntl
 import os
 import signal
 import subprocess
@@ -27,8 +25,9 @@ import time
 
 from absl import logging
 
-from cnnjax.errors import ConfigError, WorkdirError
+from cnnjax.errors import ConfigError
 from cnnjax.io.workdir import prepare_workdir
+from cnnjax.io.workdir_lock import workdir_lock
 from cnnjax.runs.registry import kind_of
 from cnnjax.sweeps.devices import (Devices, detect_devices, device_groups,
                                     group_environment)
@@ -38,7 +37,6 @@ from cnnjax.sweeps.manifest import (LOG_DIR, LaunchUnit, Manifest, is_finished,
 from cnnjax.sweeps.slurm import write_slurm_job
 from cnnjax.sweeps.spec import REPO_ROOT, SweepPlan, load_plan
 
-LOCK_FILE = ".sweep.lock"   # Held by the launcher running a sweep directory.
 _POLL_SECONDS = 0.25
 
 
@@ -170,18 +168,6 @@ class LocalLauncher:
         signal.signal(signum, handler)
 
 
-@contextlib.contextmanager
-def _exclusive(workdir: str):
-  """Holds DIR's lock for the launcher's lifetime: one launcher per sweep directory."""
-  with open(os.path.join(workdir, LOCK_FILE), "w") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise WorkdirError(f"Another `run.py sweep` is running in {workdir}; wait for it "
-                         "or stop it (it checkpoints), then rerun.") from None
-    yield
-
-
 def _plan_units(plan: SweepPlan, workdir: str, manifest: Manifest
                 ) -> tuple[list[LaunchUnit], list[LaunchUnit]]:
   """(units to run, units already finished); finished runs are marked in the manifest."""
@@ -238,7 +224,7 @@ def run_sweep_command(sweep_path: str, workdir: str, *, launcher: str = "local",
   devices = detect_devices()
   groups = device_groups(devices, devices_per_run)
   workdir = prepare_workdir(workdir)
-  with _exclusive(workdir):
+  with workdir_lock(workdir):   # One launcher per sweep directory.
     manifest = Manifest(workdir, plan, "local", platform=devices.platform,
                         device_groups=[list(group) for group in groups])
     todo, done = _plan_units(plan, workdir, manifest)

@@ -17,6 +17,7 @@ Command line (what `run.py sweep` runs for a sweep with `vmap_seeds=True`):
       [--config.FIELD=VALUE ...] --seed=0 --workdir=DIR/run0 --seed=1 --workdir=DIR/run1
 """
 
+import contextlib
 import copy
 import json
 import os
@@ -36,6 +37,7 @@ from cnnjax.data.sources import dataset_image_shape, dataset_num_classes, get_da
 from cnnjax.errors import CnnjaxError, ConfigError, NonFiniteError
 from cnnjax.io.metrics_writer import MetricsWriter
 from cnnjax.io.provenance import write_provenance
+from cnnjax.io.workdir_lock import workdir_lock
 from cnnjax.io.workdir import CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json, \
     write_json_atomic
 from cnnjax.runs.scoring import make_training_evaluator
@@ -169,12 +171,13 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     raise ConfigError(f"Vectorised seeds train GAN experiments only, not "
                       f"{config.get('experiment')!r}; run one process per seed.")
   configs = [with_seed(config, seed) for seed in seeds]
-  with PreemptionSignal() as preemption:
+  with PreemptionSignal() as preemption, contextlib.ExitStack() as held:
     return _train(configs, list(seeds), list(workdirs), preemption, devices,
-                  list(sys.argv if argv is None else argv))
+                  list(sys.argv if argv is None else argv), held)
 
 
-def _train(configs, seeds, workdirs, preemption, devices, argv) -> list[dict[str, float]]:
+def _train(configs, seeds, workdirs, preemption, devices, argv,
+           held: contextlib.ExitStack) -> list[dict[str, float]]:
   config = configs[0]
   mesh = parallel.make_data_mesh(devices)
   if jax.default_backend() == "cpu":
@@ -195,6 +198,8 @@ def _train(configs, seeds, workdirs, preemption, devices, argv) -> list[dict[str
   eval_every = config.eval.every if evaluators[0] is not None else 0
   is_writer = jax.process_index() == 0
   workdirs = [prepare_workdir(workdir) for workdir in workdirs]
+  for workdir in workdirs:   # One writer per workdir, held until training ends.
+    held.enter_context(workdir_lock(workdir, enabled=is_writer))
   data_info = {"name": config.data.name, "split": config.data.split,
                "image_shape": [height, width, channels], "num_classes": num_classes}
   for workdir, seed_config in zip(workdirs, configs):

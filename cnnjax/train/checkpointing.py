@@ -18,6 +18,7 @@ from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from cnnjax.errors import CheckpointError, ConfigError
+from cnnjax.io.write_errors import reporting_write_errors
 
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -82,8 +83,10 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     if self._best_metric and (metrics is None or self._best_metric not in metrics):
       metrics = None
-    self._manager.save(step, args=ocp.args.Composite(**items),
-                       metrics=dict(metrics) if metrics else None, force=True)
+    # A failed earlier asynchronous save surfaces here (or in `wait`).
+    with reporting_write_errors(f"checkpoint {step} into {self._workdir}/{CHECKPOINT_DIR}"):
+      self._manager.save(step, args=ocp.args.Composite(**items),
+                         metrics=dict(metrics) if metrics else None, force=True)
 
   def restore(self, abstract_state: Any, data_iterator: Any | None = None,
               step: int | None = None) -> tuple[Any, int] | None:
@@ -140,7 +143,9 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are complete."""
-    self._manager.wait_until_finished()
+    with reporting_write_errors(f"a checkpoint into {self._workdir}/{CHECKPOINT_DIR}"):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    with reporting_write_errors(f"a checkpoint into {self._workdir}/{CHECKPOINT_DIR}"):
+      self._manager.close()

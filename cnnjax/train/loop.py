@@ -13,6 +13,7 @@ checkpoint when relaunched with the same command; SIGTERM/SIGINT checkpoint the 
 step and end the run with status 0.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,8 @@ from cnnjax.io.metrics_writer import MetricsWriter
 from cnnjax.io.provenance import write_provenance
 from cnnjax.io.workdir import (CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read_json,
                                write_json_atomic)
+from cnnjax.io.workdir_lock import workdir_lock
+from cnnjax.io.write_errors import reporting_write_errors
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.divergence import all_finite
@@ -145,8 +148,9 @@ def write_grids(workdir: str, step: int, grids: dict[str, np.ndarray],
   for name, images in grids.items():
     grid = make_grid(np.asarray(images))
     directory = os.path.join(workdir, name)
-    os.makedirs(directory, exist_ok=True)
-    save_png(os.path.join(directory, f"grid_{step:06d}.png"), grid)
+    with reporting_write_errors(f"the sample grid {name}/grid_{step:06d}.png"):
+      os.makedirs(directory, exist_ok=True)
+      save_png(os.path.join(directory, f"grid_{step:06d}.png"), grid)
     writer.write_image(step, name, grid)
 
 
@@ -176,13 +180,13 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The metrics of the last logged step (empty if no step ran).
   """
-  with PreemptionSignal() as preemption:
+  with PreemptionSignal() as preemption, contextlib.ExitStack() as held:
     return _train(config, workdir, preemption, validate, build_program, make_evaluator,
-                  open_data, make_batches)
+                  open_data, make_batches, held)
 
 
 def _train(config, workdir, preemption, validate, build_program, make_evaluator,
-           open_data, make_batches) -> dict[str, float]:
+           open_data, make_batches, held: contextlib.ExitStack) -> dict[str, float]:
   mesh = parallel.make_data_mesh()
   validate(config, mesh.size)
   data = open_data(config)
@@ -192,10 +196,13 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
   program = build_program(config, mesh=mesh, data_info=data.info)
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
-  _record_config(workdir, json.loads(config.to_json()), is_writer)
-  if is_writer:
-    write_provenance(workdir, config, sys.argv)
-    write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), data.info)
+  # One writer per workdir (one lock per run: process 0's), held until training ends.
+  held.enter_context(workdir_lock(workdir, enabled=is_writer))
+  with reporting_write_errors(f"the run's config and provenance in {workdir}"):
+    _record_config(workdir, json.loads(config.to_json()), is_writer)
+    if is_writer:
+      write_provenance(workdir, config, sys.argv)
+      write_json_atomic(os.path.join(workdir, DATA_INFO_FILE), data.info)
 
   batches = make_batches(config, data, process_index=jax.process_index(),
                          process_count=jax.process_count())
@@ -207,7 +214,8 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
     state, start_step = restored
     logging.info("Resumed from the checkpoint at step %d.", start_step)
 
-  writer = MetricsWriter(workdir, enabled=is_writer, resume_step=start_step)
+  with reporting_write_errors(f"{workdir}/metrics.jsonl"):
+    writer = MetricsWriter(workdir, enabled=is_writer, resume_step=start_step)
   num_steps = config.train.num_steps
   progress = Progress(start_step=start_step, num_steps=num_steps)
   metric_names: list[str] = []
@@ -239,10 +247,12 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
         logged["nonfinite_steps"] = float(_fetch(state.divergence.count))
         logged.update(progress.update(step))
         logged.update(evaluated)
-        writer.write_scalars(step, logged)
+        with reporting_write_errors(f"the metrics of step {step}"):
+          writer.write_scalars(step, logged)
         logging.info("%s", progress.describe(step, logged))
       elif evaluated:
-        writer.write_scalars(step, evaluated)
+        with reporting_write_errors(f"the metrics of step {step}"):
+          writer.write_scalars(step, evaluated)
       if (step % config.train.sample_every == 0 or is_last) and is_writer:
         write_grids(workdir, step, _fetch(program.grids(state)), writer)
       if step % config.checkpoint.every == 0 or is_last or stop:
@@ -255,7 +265,9 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
         logging.info("Stopped at step %d; rerun the same command to resume.", step)
         break
   finally:
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
+    try:
+      checkpointer.wait()
+    finally:
+      checkpointer.close()
+      writer.close()
   return logged
