@@ -171,14 +171,25 @@ def test_vae_attribute_edit_end_to_end(shapes_vae_run, factors_run, tmp_path):
   assert all(value == 0 for value in zero["other_factors_mean_abs_change"].values())
 
 
-def test_gan_attribute_edit_is_deterministic(shapes_gan_run, factors_run, tmp_path):
-  kwargs = dict(factors_workdir=str(factors_run), attribute="hue",
-                method="mean_difference", conditions=[], strengths=[0.0, 3.0],
-                threshold=0.1, num_label=64, num_edit=8, seed=1, step=None)
-  first = run_attributes(str(shapes_gan_run), out=str(tmp_path / "a"), **kwargs)
-  second = run_attributes(str(shapes_gan_run), out=str(tmp_path / "b"), **kwargs)
-  assert first["edits"] == second["edits"] and first["labelled_by"] == "factor model"
-  assert 0 <= first["edits"][1]["success_rate"] <= 1
+def test_gan_latents_are_labelled_deterministically(shapes_gan_run, factors_run, tmp_path):
+  from cnnjax.editing.attribute_runs import labelled_latents
+  from cnnjax.runs.opening import open_run
+  run, factor_model = open_run(str(shapes_gan_run)), load_factor_model(str(factors_run))
+  first = labelled_latents(run, factor_model, num=16, seed=1)
+  second = labelled_latents(run, factor_model, num=16, seed=1)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  latents_nz, probs_nk, factors_nf = first
+  assert latents_nz.shape == (16, run.program.latent_dim)
+  assert probs_nk.shape == (16, 6) and factors_nf.shape == (16, len(FACTOR_NAMES))
+  np.testing.assert_allclose(probs_nk.sum(-1), 1.0, rtol=1e-6)
+  # A 4-step generator draws near-constant grey images, which the tiny factor model
+  # reads as one value: the edit refuses with a one-line error instead of fitting noise.
+  with pytest.raises(ConfigError, match="same value on every labelled latent"):
+    run_attributes(str(shapes_gan_run), out=str(tmp_path / "a"),
+                   factors_workdir=str(factors_run), attribute="scale",
+                   method="mean_difference", conditions=[], strengths=[0.0, 3.0],
+                   threshold=0.1, num_label=64, num_edit=8, seed=1, step=None)
 
 
 def test_digit_analogy_grid(tiny_vae_run, tmp_path):
@@ -210,11 +221,23 @@ def test_bad_runs_are_one_line_errors(tiny_vae_run, shapes_vae_run, factors_run,
 @pytest.mark.parametrize("flags, message", [
     (["--attribute=colour"], "Unknown attribute 'colour': use one of x, y, scale, hue"),
     (["--attribute=hue", "--strengths=1,big"], "--strengths='1,big' is not"),
-    (["--attribute=hue", "--strengths=nan"], "finite numbers"),
-    (["--attribute=hue", "--method=svm"], "Unknown --method='svm'"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, tmp_path, data_dir):
   result = run_cli("attributes", f"--workdir={tmp_path}", f"--factors_workdir={tmp_path}",
                    f"--out={tmp_path / 'out'}", *flags, data_dir=data_dir)
   assert result.returncode == 2
   assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_bad_values_are_errors():
+  from cnnjax.commands.attributes import parse_strengths
+  assert parse_strengths("-1,0,2.5") == [-1.0, 0.0, 2.5]
+  for text in ("nan", "", "1,,2", "inf"):
+    with pytest.raises(ConfigError, match="finite numbers"):
+      parse_strengths(text)
+  with pytest.raises(ConfigError, match="Unknown method 'svm'"):
+    attributes.attribute_direction("svm", np.zeros((4, 2)), np.asarray([0, 1, 0, 1]))
+  with pytest.raises(ConfigError, match="same value"):
+    attributes.attribute_labels("scale", np.ones(4))
+  np.testing.assert_array_equal(attributes.attribute_labels("x", np.asarray(
+      [0.3, 0.3, 0.3, 0.5])), [False, False, True, True])

@@ -61,10 +61,20 @@ def attribute_values(name: str, class_probs_nk: np.ndarray,
 
 
 def attribute_labels(name: str, values_n: np.ndarray) -> np.ndarray:
-  """Binary labels (N,) bool: a class attribute's probability > 0.5, a continuous one
-  above its median."""
-  threshold = 0.5 if name in SHAPE_NAMES else np.median(values_n)
-  return values_n > threshold
+  """Binary labels (N,) bool: a class attribute's probability > 0.5; for a continuous
+  one, the upper half by rank (a median split that stays balanced under ties).
+
+  Raises:
+    ConfigError: a continuous attribute with the same value everywhere.
+  """
+  if name in SHAPE_NAMES:
+    return values_n > 0.5
+  if np.ptp(values_n) == 0:
+    raise ConfigError(f"Attribute {name!r} has the same value on every labelled latent; "
+                      "use a trained factor model and generator.")
+  positive_n = np.zeros(len(values_n), bool)
+  positive_n[np.argsort(values_n, kind="stable")[len(values_n) // 2:]] = True
+  return positive_n
 
 
 def _unit(vector_z: np.ndarray) -> np.ndarray:
@@ -93,8 +103,8 @@ def mean_difference_direction(latents_nz: np.ndarray, positive_n: np.ndarray) ->
 def _fit_logistic(latents_nz, targets_n, *, num_steps, learning_rate, l2):
   optimizer = optax.adam(learning_rate)
   mean_z = latents_nz.mean(0)
-  scale = jnp.maximum(latents_nz.std(), 1e-6)
-  centred_nz = (latents_nz - mean_z) / scale
+  scale_z = jnp.maximum(latents_nz.std(0), 1e-6)
+  centred_nz = (latents_nz - mean_z) / scale_z
 
   def loss_fn(params):
     logits_n = centred_nz @ params["w"] + params["b"]
@@ -110,15 +120,15 @@ def _fit_logistic(latents_nz, targets_n, *, num_steps, learning_rate, l2):
   params = {"w": jnp.zeros(latents_nz.shape[1]), "b": jnp.zeros(())}
   (params, _), _ = jax.lax.scan(update, (params, optimizer.init(params)), None,
                                 length=num_steps)
-  return params["w"]
+  return params["w"] / scale_z   # The boundary's normal in the latent space itself.
 
 
 def linear_direction(latents_nz: np.ndarray, positive_n: np.ndarray, *,
                      num_steps: int = 500, learning_rate: float = 0.05,
-                     l2: float = 1e-3) -> np.ndarray:
+                     l2: float = 1e-4) -> np.ndarray:
   """Unit (Z,): the normal of an L2-regularised logistic-regression boundary between
-  positive and negative latents (full-batch Adam; latents standardised by one global
-  scale, so the normal's direction is that of the latent space), pointing to positives."""
+  positive and negative latents (full-batch Adam on standardised latents, the normal
+  mapped back to the latent space), pointing to the positives."""
   positive_n = np.asarray(positive_n, bool)
   _check_labels(positive_n)
   normal_z = _fit_logistic(jnp.asarray(latents_nz, jnp.float32),
