@@ -8,7 +8,8 @@ one module and one entry below. Flags used by several commands (--config, --work
 --seed, --step, --out) live in `cnnjax.commands.common`.
 """
 
-from cnnjax.commands import evaluate, likelihood, report, sample, sweep, train, translate
+from cnnjax.commands import (attributes, evaluate, likelihood, report, sample, sweep, train,
+                             translate)
 
 COMMANDS = {module.NAME: module for module in (
-    train, sample, evaluate, likelihood, sweep, report, translate)}
+    train, sample, evaluate, likelihood, sweep, report, translate, attributes)}

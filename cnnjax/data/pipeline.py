@@ -78,16 +78,21 @@ class InMemorySource(Sequence[dict[str, np.ndarray]]):
 
 
 class _ToTrainingExample(grain.transforms.Map):
-  """Keeps `image` (fitted, uint8) and `label` (int32, when the dataset has one)."""
+  """Keeps `image` (fitted, uint8), `label` (int32, when the dataset has one) and the
+  float32 features named in `keep` (e.g. shapes' factor vectors)."""
 
-  def __init__(self, image_size: int, resize: str, has_label: bool):
+  def __init__(self, image_size: int, resize: str, has_label: bool,
+               keep: Sequence[str] = ()):
     self._image_size, self._resize, self._has_label = image_size, resize, has_label
+    self._keep = tuple(keep)
 
   def map(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
     example = {"image": fit_image(np.asarray(record["image"]), self._image_size,
                                   self._resize)}
     if self._has_label:
       example["label"] = np.asarray(record["label"], np.int32)
+    for name in self._keep:
+      example[name] = np.asarray(record[name], np.float32)
     return example
 
 
@@ -99,8 +104,8 @@ def make_train_dataset(source: Sequence[dict[str, Any]], *, seed: int,
                        global_batch_size: int, image_size: int, resize: str,
                        has_label: bool, process_index: int = 0,
                        process_count: int = 1, num_threads: int = 4,
-                       prefetch: int = 8, cache_in_memory: bool = False
-                       ) -> grain.IterDataset:
+                       prefetch: int = 8, cache_in_memory: bool = False,
+                       keep: Sequence[str] = ()) -> grain.IterDataset:
   """An endless dataset of this process's slices of global batches.
 
   Args:
@@ -113,6 +118,7 @@ def make_train_dataset(source: Sequence[dict[str, Any]], *, seed: int,
     process_index, process_count: this process and the number of processes.
     num_threads, prefetch: grain read threads and batches read ahead.
     cache_in_memory: read and fit every record once into an `InMemorySource`.
+    keep: more record features to keep, as float32 arrays (not with cache_in_memory).
 
   Yields:
     dicts with `image` (global_batch_size / process_count, image_size, image_size, C)
@@ -128,7 +134,7 @@ def make_train_dataset(source: Sequence[dict[str, Any]], *, seed: int,
   dataset = (grain.MapDataset.source(source)
              .shuffle(seed=seed)
              .repeat()
-             .map(_ToTrainingExample(image_size, resize, has_label))
+             .map(_ToTrainingExample(image_size, resize, has_label, keep))
              .batch(local_batch_size, drop_remainder=True))
   # Consecutive local batches of one global batch go to consecutive processes.
   dataset = dataset[process_index::process_count].map(_scale_batch)

@@ -1,1 +1,1 @@
-"""Editing of finished runs: interpolation, inversion, inpainting, attribute arithmetic."""
+"""Editing finished runs: latent interpolation, inversion, inpainting, attribute arithmetic."""
