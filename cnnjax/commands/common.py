@@ -22,6 +22,13 @@ STEP = flags.DEFINE_integer("step", None, "Checkpoint step of the run to read (d
 OUT = flags.DEFINE_string("out", None, "The file a command writes.")
 SPLIT = flags.DEFINE_string("split", None, "The dataset split a command reads "
                             "(likelihood: default test; translate).")
+IMAGES = flags.DEFINE_list("images", None, "Comma-separated PNG/JPEG files a command "
+                           "reads instead of a dataset split (editing, inversion).")
+OUT_DIR = flags.DEFINE_string("out_dir", None, "The directory a command writes its PNG "
+                              "grids and JSON into (created; never the run's own files).")
+EXTRACTOR_WORKDIR = flags.DEFINE_string(
+    "extractor_workdir", None, "A classifier run (configs/classifier.py) whose features "
+    "score or guide a command (evaluate: default the run's eval.extractor_workdir).")
 
 
 def fail(message: str, status: int = 2) -> None:

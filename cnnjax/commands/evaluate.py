@@ -15,9 +15,6 @@ USAGE = """\
 
 NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "evaluate: samples to score "
                                    "(default: the run's eval.num_samples).")
-EXTRACTOR_WORKDIR = flags.DEFINE_string(
-    "extractor_workdir", None, "evaluate: the classifier run to score with (default: the "
-    "run's eval.extractor_workdir).")
 REFERENCE_SPLIT = flags.DEFINE_string("reference_split", None, "evaluate: the real split "
                                       "to compare with (default: the run's "
                                       "eval.reference_split).")
@@ -29,5 +26,5 @@ def main() -> None:
     common.fail(f"--num_samples must be positive, got {NUM_SAMPLES.value}.")
   from cnnjax.runs.outputs import evaluate_run  # Imports jax: after flag errors.
   evaluate_run(workdir, num_samples=NUM_SAMPLES.value, seed=common.SEED.value,
-               step=common.STEP.value, extractor_workdir=EXTRACTOR_WORKDIR.value,
+               step=common.STEP.value, extractor_workdir=common.EXTRACTOR_WORKDIR.value,
                reference_split=REFERENCE_SPLIT.value)
