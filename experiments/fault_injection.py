@@ -3,11 +3,14 @@ directories, each checked bit-for-bit against an uninterrupted run.
 
   python experiments/fault_injection.py --trials=20 --seed=0 --workdir_root=/tmp/faults
 
-Each trial launches `run.py` with configs/dcgan.py:tiny (checkpoints every 5 steps),
-sends SIGKILL or SIGTERM (drawn at random) after a random delay spread over the
-reference run's wall time, notes the phase the signal landed in (start-up: the run has
-not logged "Training ..." yet; checkpoint write: an orbax temporary directory exists;
-else training steps), relaunches the same command until it exits 0, and compares the
+Each trial launches `run.py` with configs/dcgan.py:tiny (checkpoints every 5 steps) and
+sends SIGKILL or SIGTERM (drawn at random) in one of three target phases, taken in turn:
+start-up (a random moment of a warm run's start-up time), training steps (a random
+moment of its training time, once training has logged) and checkpoint write (the first
+moment an orbax temporary directory appears, polled every millisecond). It reports the
+phase the signal actually landed in, read again just after sending it (start-up: the run
+has not logged "Training ..." yet; checkpoint write: an orbax temporary directory
+exists; else training steps), relaunches the same command until it exits 0, and compares the
 final checkpoint (every parameter, optimizer and BatchNorm array) and the logged losses
 with the uninterrupted run's. Then four damaged directories (copies of a half-trained
 run): the newest checkpoint's largest file truncated, a file of it deleted, a garbage
@@ -60,6 +63,56 @@ def _phase(workdir: pathlib.Path, log_path: pathlib.Path) -> str:
   if checkpoints.is_dir() and any("tmp" in p.name for p in checkpoints.iterdir()):
     return "checkpoint write"
   return "training steps"
+
+
+TARGETS = ("start-up", "training steps", "checkpoint write")
+
+
+def _warm_timings(command, workdir: pathlib.Path, log_path: pathlib.Path) -> dict:
+  """Seconds a warm run (data prepared, programs cached) spends starting and in total."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  with open(log_path, "w") as log:
+    started = time.time()
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=log, stdout=log)
+    start_up = None
+    while process.poll() is None:
+      if start_up is None and _phase(workdir, log_path) != "start-up":
+        start_up = time.time() - started
+      time.sleep(0.01)
+  total = time.time() - started
+  shutil.rmtree(workdir, ignore_errors=True)
+  return {"total": total, "start-up": start_up or total, "training": total - (start_up or 0)}
+
+
+def _signal_in_phase(process, target: str, fraction: float, signum, workdir, log_path,
+                     timings: dict) -> tuple[str, float]:
+  """Sends `signum` at a random moment of the `target` phase; returns the phase the
+  signal landed in (read again just after sending it) and the seconds since launch.
+
+  start-up: `fraction` of the warm start-up time; training steps: once training has
+  logged, `fraction` of the warm training time; checkpoint write: at the first moment
+  an orbax temporary directory is seen (polled every millisecond).
+  """
+  started = time.time()
+  deadline = started + 10 * timings["total"] + 60
+  wait_for = {"start-up": lambda: time.time() - started >= fraction * timings["start-up"],
+              "training steps": None, "checkpoint write": None}[target]
+  trained_at = None
+  while process.poll() is None and time.time() < deadline:
+    phase = _phase(workdir, log_path)
+    if target == "training steps" and phase != "start-up" and trained_at is None:
+      trained_at = time.time()
+      wait_for = lambda: time.time() - trained_at >= fraction * timings["training"]
+    if target == "checkpoint write" and phase == "checkpoint write":
+      wait_for = lambda: True
+    if wait_for is not None and wait_for():
+      process.send_signal(signum)
+      landed = _phase(workdir, log_path)
+      process.wait()
+      return landed, time.time() - started
+    time.sleep(0.001)
+  process.wait()
+  return "finished before the signal", time.time() - started
 
 
 def _relaunch_until_done(command, log_path) -> tuple[bool, int]:
@@ -139,10 +192,9 @@ def main(argv):
   if _run(_command(reference_dir, data_dir, num_steps), root / "reference.log") != 0:
     raise SystemExit(f"The reference run failed; see {root / 'reference.log'}.")
   reference = _final(reference_dir)
-  started = time.time()   # A warm run's time (data prepared, programs cached).
-  _run(_command(root / "timing", data_dir, num_steps), root / "timing.log")
-  reference_seconds = time.time() - started
-  shutil.rmtree(root / "timing", ignore_errors=True)
+  timings = _warm_timings(_command(root / "timing", data_dir, num_steps), root / "timing",
+                          root / "timing.log")
+  reference_seconds = timings["total"]
 
   rows = []
   for trial in range(TRIALS.value):
@@ -150,26 +202,23 @@ def main(argv):
     shutil.rmtree(workdir, ignore_errors=True)
     log_path.unlink(missing_ok=True)
     signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
-    delay = rng.uniform(0.0, reference_seconds)
+    target = TARGETS[trial % len(TARGETS)]
+    delay = rng.uniform(0.0, 1.0)
     command = _command(workdir, data_dir, num_steps)
     with open(log_path, "a") as log:
       log.write("=== attempt 1\n")
       log.flush()
       process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=log, stdout=log)
-      try:
-        process.wait(timeout=delay)
-        phase = "finished before the signal"
-      except subprocess.TimeoutExpired:
-        phase = _phase(workdir, log_path)
-        process.send_signal(signum)
-        process.wait()
+      phase, seconds = _signal_in_phase(process, target, delay, signum, workdir, log_path,
+                                        timings)
     first_status = process.returncode
     if first_status == 0 and _done(workdir, num_steps):
       recovered, relaunches = True, 0
     else:
       recovered, relaunches = _relaunch_until_done(command, log_path)
-    rows.append(dict(case=f"{signal.Signals(signum).name} at {delay:.1f}s", phase=phase,
-                     status=first_status, relaunches=relaunches, recovered=recovered,
+    rows.append(dict(case=f"{signal.Signals(signum).name} {target} {seconds:.1f}s",
+                     phase=phase, status=first_status, relaunches=relaunches,
+                     recovered=recovered,
                      identical=recovered and _identical(workdir, reference)))
 
   half_dir = root / "half"
@@ -208,10 +257,10 @@ def _done(workdir: pathlib.Path, num_steps: int) -> bool:
 def _print_table(rows, reference_seconds, num_steps) -> None:
   lines = [f"Reference: configs/dcgan.py:tiny, {num_steps} steps, "
            f"{reference_seconds:.1f} s uninterrupted.", "",
-           f"{'case':<28} {'phase':<28} {'exit':>5} {'relaunches':>10} "
+           f"{'case':<34} {'phase':<28} {'exit':>5} {'relaunches':>10} "
            f"{'recovered':>9}  bit-identical"]
   for row in rows:
-    lines.append(f"{row['case']:<28} {row['phase']:<28} {str(row['status']):>5} "
+    lines.append(f"{row['case']:<34} {row['phase']:<28} {str(row['status']):>5} "
                  f"{row['relaunches']:>10} {str(row['recovered']):>9}  {row['identical']}")
   kills = [row for row in rows if row["phase"] != "damaged workdir"]
   by_phase = collections.Counter(row["phase"] for row in kills)
