@@ -75,3 +75,18 @@ def tiny_vae_run(tmp_path_factory, data_dir) -> pathlib.Path:
 def tiny_classifier_run(tmp_path_factory, data_dir) -> pathlib.Path:
   """configs/classifier.py:tiny on digits: an extractor for features and scores."""
   return _train_tiny(tmp_path_factory, data_dir, "tiny_classifier", "classifier.py")
+
+
+@pytest.fixture(scope="session")
+def tiny_shape_classifier_run(tmp_path_factory, data_dir) -> pathlib.Path:
+  """configs/classifier.py:tiny on 16 px filled shapes (`shape_pairs/tiny`'s `image`,
+  the distribution of `shape_domains/filled_tiny` too): the translation tests' judge."""
+  from cnnjax.runs.registry import train_and_evaluate  # Imports jax: after XLA_FLAGS.
+  workdir = tmp_path_factory.getbasetemp() / "tiny_shape_classifier"
+  if not (workdir / "eval.json").exists():
+    config = load_config("classifier.py", "tiny")
+    config.data.data_dir = data_dir
+    config.data.name = "shape_pairs/tiny"
+    config.data.image_size = 16
+    train_and_evaluate(config, str(workdir))
+  return workdir

@@ -34,15 +34,9 @@ def _config(data_dir, **train):
 
 
 @pytest.fixture(scope="module")
-def task_classifier(tmp_path_factory, data_dir):
+def task_classifier(tiny_shape_classifier_run):
   """configs/classifier.py:tiny on the target domain (`image` of shape_pairs/tiny)."""
-  config = load_config("classifier.py", "tiny")
-  config.data.data_dir = data_dir
-  config.data.name = "shape_pairs/tiny"
-  config.data.image_size = 16
-  workdir = tmp_path_factory.mktemp("pix2pix_classifier")
-  train_and_evaluate(config, str(workdir))
-  return str(workdir)
+  return str(tiny_shape_classifier_run)
 
 
 @pytest.fixture(scope="module")

@@ -146,9 +146,16 @@ def small_tmpfs(tmp_path):
   subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def _fill(directory: pathlib.Path) -> pathlib.Path:
+def _new_filler(directory: pathlib.Path) -> pathlib.Path:
+  """Creates the (empty) filler before the run starts: once the run itself has filled the
+  tmpfs, even creating a file fails with ENOSPC."""
   filler = directory / f"filler-{uuid.uuid4().hex}"
-  with open(filler, "wb") as file:
+  filler.touch()
+  return filler
+
+
+def _fill(filler: pathlib.Path) -> pathlib.Path:
+  with open(filler, "ab") as file:
     try:
       while True:
         file.write(b"\0" * 65536)
@@ -165,9 +172,10 @@ def test_full_disk_stops_cleanly_and_resumes_exactly(small_tmpfs, tiny_gan_run, 
   command = [sys.executable, "run.py", "--config=configs/dcgan.py:tiny",
              f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
              "--config.checkpoint.every=5"]
+  filler = _new_filler(small_tmpfs)
   process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: _steps(workdir), process, "a checkpoint")
-  filler = _fill(small_tmpfs)
+  _fill(filler)
   _, stderr = process.communicate(timeout=300)
   lines = stderr.strip().splitlines()
   assert process.returncode == 2, stderr[-3000:]

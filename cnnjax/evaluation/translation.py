@@ -7,7 +7,7 @@
   images in its feature space, and the task score in the spirit of pix2pix's FCN-score:
   the classifier's accuracy at recognising the source's class in its translation
   (`task_accuracy`), beside its accuracy on the real targets (`task_accuracy_real`, the
-  ceiling; paired tasks only).
+  ceiling: on the paired targets, or on the reference images given their own labels).
 """
 
 from typing import Any
@@ -25,6 +25,7 @@ KID_SUBSETS = 100
 def score_translations(outputs_nhwc: np.ndarray, *, targets_nhwc: np.ndarray | None,
                        reference_nhwc: np.ndarray | None = None,
                        labels_n: np.ndarray | None = None,
+                       reference_labels_n: np.ndarray | None = None,
                        extractor: Extractor | None = None) -> dict[str, float]:
   """Every score of `outputs_nhwc` (in [-1, 1]) that the inputs allow.
 
@@ -33,6 +34,8 @@ def score_translations(outputs_nhwc: np.ndarray, *, targets_nhwc: np.ndarray | N
     targets_nhwc: their ground truths (paired tasks), or None.
     reference_nhwc: real target-domain images for FID/KID (default: `targets_nhwc`).
     labels_n: the sources' classes, for the task score.
+    reference_labels_n: the classes of `reference_nhwc` (unpaired tasks), for the
+      ceiling `task_accuracy_real` (paired tasks use `labels_n` on the targets).
     extractor: the target domain's classifier (None: no FID, KID, task score).
   """
   metrics: dict[str, float] = {}
@@ -49,9 +52,10 @@ def score_translations(outputs_nhwc: np.ndarray, *, targets_nhwc: np.ndarray | N
                                            num_subsets=KID_SUBSETS, subset_size=subset)
   if labels_n is not None:
     metrics["task_accuracy"] = classification_accuracy(logits, labels_n)["accuracy"]
-    if targets_nhwc is not None:
-      metrics["task_accuracy_real"] = classification_accuracy(
-          real_logits, labels_n)["accuracy"]
+  real_labels = labels_n if reference_nhwc is None else reference_labels_n
+  if real_labels is not None:
+    metrics["task_accuracy_real"] = classification_accuracy(
+        real_logits, real_labels)["accuracy"]
   return metrics
 
 

@@ -17,7 +17,7 @@ _MODES = {1: "L", 3: "RGB"}
 
 
 def read_image(path: str, *, channels: int = 3, size: tuple[int, int] | None = None,
-               resize: bool = False) -> np.ndarray:
+               resize: bool = False, strict_channels: bool = False) -> np.ndarray:
   """Reads an image file as float32 pixels in [-1, 1].
 
   Grey, palette, RGBA and 16-bit files are converted to `channels` (RGBA is composited
@@ -28,13 +28,16 @@ def read_image(path: str, *, channels: int = 3, size: tuple[int, int] | None = N
     channels: 1 (grey) or 3 (RGB).
     size: the (height, width) the caller needs, or None for the file's own size.
     resize: resize to `size` (bicubic) instead of refusing another size.
+    strict_channels: refuse a colour file when `channels` is 1 (unless its red, green
+      and blue are equal everywhere) and a grey file when `channels` is 3, instead of
+      converting it.
 
   Returns:
     (H, W, channels) float32 array in [-1, 1].
 
   Raises:
-    ImageError: the file is missing, a directory, not an image, or (with resize=False)
-      not of `size`.
+    ImageError: the file is missing, a directory, not an image, (with resize=False)
+      not of `size`, or (with strict_channels) of the other number of channels.
   """
   if channels not in _MODES:
     raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -45,6 +48,8 @@ def read_image(path: str, *, channels: int = 3, size: tuple[int, int] | None = N
   try:
     with Image.open(path) as image:
       image.load()
+      if strict_channels:
+        _check_channels(path, image, channels)
       image = _converted(image, _MODES[channels])
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
     raise ImageError(f"Cannot read {path} as an image ({type(error).__name__}): pass a "
@@ -57,6 +62,22 @@ def read_image(path: str, *, channels: int = 3, size: tuple[int, int] | None = N
     image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
   pixels = np.asarray(image, np.float32).reshape(image.height, image.width, channels)
   return pixels / 127.5 - 1.0
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L")
+
+
+def _check_channels(path: str, image: Image.Image, channels: int) -> None:
+  grey = image.mode in _GREY_MODES or (channels == 1 and _equal_bands(image))
+  if grey != (channels == 1):
+    found, wanted = ("grey", "RGB") if grey else ("colour", "grey")
+    raise ImageError(f"{path} is a {found} image but {wanted} images are needed: "
+                     f"convert it to {wanted} first.")
+
+
+def _equal_bands(image: Image.Image) -> bool:
+  pixels = np.asarray(image.convert("RGB"))
+  return bool(np.all(pixels == pixels[..., :1]))
 
 
 def _converted(image: Image.Image, mode: str) -> Image.Image:

@@ -11,7 +11,9 @@ Building blocks, and the conditional DCGAN built from them and `cnnjax.models.dc
   classifier on the discriminator's features, which then returns
   (real/fake logits, class logits) and ignores its labels argument.
 
-Labels are int arrays (B,) in [0, num_classes).
+Labels are int arrays (B,) in [0, num_classes). Generators also take class weights
+(B, K) floats in their place: the same mixture of the class embeddings (`embed_classes`),
+which one-hot weights make exactly the integer label's (class interpolation).
 """
 
 import functools
@@ -53,6 +55,14 @@ def require_labels(labels_b: jax.Array | None, module_name: str) -> jax.Array:
   if labels_b is None:
     raise ValueError(f"{module_name} is class-conditional: pass labels (B,) ints.")
   return labels_b
+
+
+def embed_classes(embed: nn.Embed, labels: jax.Array) -> jax.Array:
+  """The embeddings (B, F) of int labels (B,), or of class weights (B, K) floats: the
+  weighted sum of the K class embeddings, so one-hot weights give `embed(labels)`."""
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    return embed(labels)
+  return jnp.dot(labels.astype(embed.dtype), embed.embedding.astype(embed.dtype))
 
 
 def one_hot_label_maps(labels_b: jax.Array, num_classes: int, height: int,
@@ -102,9 +112,9 @@ class ConditionalBatchNorm(nn.Module):
         use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon,
         axis_name=self.axis_name if train else None, use_scale=False, use_bias=False,
         dtype=self.dtype)(x_bhwc)
-    per_class = lambda init, name: nn.Embed(
+    per_class = lambda init, name: embed_classes(nn.Embed(
         self.num_classes, features, embedding_init=init, dtype=self.dtype,
-        name=name)(labels_b).reshape((-1,) + (1,) * (x_bhwc.ndim - 2) + (features,))
+        name=name), labels_b).reshape((-1,) + (1,) * (x_bhwc.ndim - 2) + (features,))
     scale = per_class(self.scale_init, "scale")
     offset = per_class(nn.initializers.zeros, "offset")
     return normalized * scale + offset
@@ -206,9 +216,9 @@ class ConditionalGenerator(nn.Module):
                        "model.g_conditioning", self.num_classes)
     labels_b = require_labels(labels_b, "ConditionalGenerator")
     if self.conditioning == "concat":
-      embedding_be = nn.Embed(self.num_classes, self.label_embed_dim or self.num_classes,
-                              embedding_init=nn.initializers.normal(1.0),
-                              name="label_embedding")(labels_b)
+      embedding_be = embed_classes(nn.Embed(
+          self.num_classes, self.label_embed_dim or self.num_classes,
+          embedding_init=nn.initializers.normal(1.0), name="label_embedding"), labels_b)
       return dcgan.Generator(
           resolution=self.resolution, channels=self.channels, width=self.width,
           upsample=self.upsample, bn_momentum=self.bn_momentum,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from cnnjax.errors import ConfigError
 from cnnjax.models.conditioning import (DISCRIMINATOR_CONDITIONING, GENERATOR_CONDITIONING,
                                         AuxiliaryClassifierHead, ConditionalBatchNorm,
-                                        ProjectionHead, check_conditioning,
+                                        ProjectionHead, check_conditioning, embed_classes,
                                         require_labels, with_label_maps)
 from cnnjax.models.spectral_norm import spectral_normalized
 
@@ -186,9 +186,9 @@ class SnganGenerator(nn.Module):
       if self.conditioning == "cbn":
         block_classes = self.num_classes
       else:
-        embedding_be = nn.Embed(self.num_classes, self.label_embed_dim or self.num_classes,
-                                embedding_init=nn.initializers.normal(1.0),
-                                name="label_embedding")(labels_b)
+        embedding_be = embed_classes(nn.Embed(
+            self.num_classes, self.label_embed_dim or self.num_classes,
+            embedding_init=nn.initializers.normal(1.0), name="label_embedding"), labels_b)
         latents_bz = jnp.concatenate([latents_bz, embedding_be.astype(latents_bz.dtype)],
                                      axis=-1)
     bottom_features = self.width * multipliers[0]

@@ -25,10 +25,14 @@ from cnnjax.models.upsample import upsample_layer
 
 def _with_label(features_bf: jax.Array, labels_b: jax.Array | None,
                 num_classes: int) -> jax.Array:
-  """Appends the labels' one-hot vectors (conditional models only)."""
+  """Appends the labels' one-hot vectors (conditional models only); class weights
+  (B, K) floats in place of int labels (B,) are appended as they are (mixed classes)."""
   if num_classes <= 0:
     return features_bf
-  one_hot_bk = jax.nn.one_hot(labels_b, num_classes, dtype=features_bf.dtype)
+  if jnp.issubdtype(labels_b.dtype, jnp.integer):
+    one_hot_bk = jax.nn.one_hot(labels_b, num_classes, dtype=features_bf.dtype)
+  else:
+    one_hot_bk = labels_b.astype(features_bf.dtype)
   return jnp.concatenate([features_bf, one_hot_bk], axis=-1)
 
 

@@ -1,0 +1,1 @@
+"""Human evaluation: a local web study of real-vs-generated judgments (HYPE-infinity)."""
