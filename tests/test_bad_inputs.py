@@ -66,6 +66,8 @@ def _field_cases(config_file: str, workdir: str, data_dir: str) -> list[list[str
   base = [f"--config=configs/{config_file}:tiny", f"--workdir={workdir}"]
   if "data" in config and "data_dir" in config.data:   # The session's prepared data.
     base.append(f"--config.data.data_dir={data_dir}")
+  if "encoder" in config and "generator_workdir" in config.encoder:  # A GAN to invert.
+    base.append(f"--config.encoder.generator_workdir={workdir}")
   cases = []
   for path, value in _leaves(config):
     if path in ANY_VALUE:

@@ -155,11 +155,11 @@ def _new_filler(directory: pathlib.Path) -> pathlib.Path:
 
 
 def _fill(filler: pathlib.Path) -> pathlib.Path:
-  with open(filler, "ab") as file:
+  # Unbuffered: a buffered file would raise ENOSPC again when closing flushed its rest.
+  with open(filler, "ab", buffering=0) as file:
     try:
       while True:
         file.write(b"\0" * 65536)
-        file.flush()
     except OSError:
       pass
   return filler

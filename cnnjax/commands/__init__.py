@@ -8,9 +8,9 @@ one module and one entry below. Flags used by several commands (--config, --work
 --seed, --step, --out) live in `cnnjax.commands.common`.
 """
 
-from cnnjax.commands import (attributes, edit, evaluate, human_eval, likelihood, report,
-                             sample, sweep, train, translate)
+from cnnjax.commands import (attributes, edit, evaluate, human_eval, invert, likelihood,
+                             report, sample, sweep, train, translate)
 
 COMMANDS = {module.NAME: module for module in (
     train, sample, evaluate, likelihood, sweep, report, translate, attributes, edit,
-    human_eval)}
+    invert, human_eval)}

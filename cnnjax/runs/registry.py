@@ -7,7 +7,7 @@ kinds up here.
 import ml_collections
 
 from cnnjax.errors import ConfigError
-from cnnjax.runs import classifier, cyclegan, factors, gan, pix2pix, vae
+from cnnjax.runs import classifier, cyclegan, factors, gan, gan_encoder, pix2pix, vae
 from cnnjax.runs.kind import ExperimentKind
 
 DEFAULT_KIND = "gan"   # Configs without an `experiment` field (older GAN runs).
@@ -19,6 +19,7 @@ _KINDS: tuple[ExperimentKind, ...] = (
     pix2pix.KIND,
     cyclegan.KIND,
     factors.KIND,
+    gan_encoder.KIND,
 )
 KINDS: dict[str, ExperimentKind] = {kind.name: kind for kind in _KINDS}
 
