@@ -95,7 +95,8 @@ def test_lock_is_released_by_the_os_when_its_holder_is_killed(tmp_path):
   assert (tmp_path / LOCK_FILE).read_text() == ""
 
 
-def test_second_writer_refused_readers_served_relaunch_after_sigkill(tmp_path, data_dir):
+def test_second_writer_refused_readers_served_relaunch_after_sigkill(tmp_path, data_dir,
+                                                                     tiny_classifier_run):
   live = subprocess.Popen(_command(tmp_path, data_dir, "--config.train.num_steps=100000"),
                           cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
   try:
@@ -111,6 +112,12 @@ def test_second_writer_refused_readers_served_relaunch_after_sigkill(tmp_path, d
          f"--out={tmp_path.parent / (tmp_path.name + '_samples.png')}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert sample.returncode == 0, sample.stderr[-3000:]
+    evaluate = subprocess.run(
+        [sys.executable, "run.py", "evaluate", f"--workdir={tmp_path}", "--num_samples=64",
+         f"--extractor_workdir={tiny_classifier_run}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["step"] in _steps(tmp_path)
   finally:
     live.kill()
     live.wait()

@@ -98,6 +98,10 @@ def test_shipped_studies_validate_against_their_configs():
   vae = load_plan(str(REPO_ROOT / "experiments" / "vae_beta.py"))
   assert sorted({run.overrides["loss.beta"] for run in vae.runs}) == [0.5, 1, 2, 4, 8]
   assert len(vae.runs) == 15 and {run.seed for run in vae.runs} == {0, 1, 2}
+  pix2pix = load_plan(str(REPO_ROOT / "experiments" / "pix2pix_ablation.py"))
+  assert len(pix2pix.runs) == 9 and len(pix2pix.settings()) == 3
+  assert {(run.overrides["loss.lambda_gan"], run.overrides["loss.lambda_l1"])
+          for run in pix2pix.runs} == {(0.0, 100.0), (1.0, 0.0), (1.0, 100.0)}
 
 
 def test_device_groups_choose_devices_by_environment():
