@@ -78,6 +78,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       at_end=True,               # Score the test split into eval.json when training ends.
       num_examples=0,            # Test images of each domain scored (0: the whole split).
       extractor_workdir="",      # Classifier on domain B: FID, KID, task score of G(A).
+      extractor_workdir_a="",    # Classifier on domain A: the same scores of F(B) (_b_to_a).
       batch_size=64,             # Images per translation call.
       num_grid=8,                # Test images of each domain in the grids.
   ))

@@ -39,6 +39,8 @@ def runs(tmp_path_factory, data_dir, tiny_shape_classifier_run):
   straight, resumed = root / "straight", root / "resumed"
   config = _config(data_dir)
   config.eval.extractor_workdir = str(tiny_shape_classifier_run)
+  # Any 3-channel classifier scores B -> A (this one's classes are domain A's too).
+  config.eval.extractor_workdir_a = str(tiny_shape_classifier_run)
   config.eval.every = 2
   train_and_evaluate(config, str(straight))
   shutil.copytree(straight, resumed)
@@ -130,6 +132,10 @@ def test_resume_is_exact_with_the_pool_and_metrics_are_written(runs):
   assert result["step"] == 4
   assert 0 <= result["metrics"]["task_accuracy"] <= 1
   assert 0 <= result["metrics"]["task_accuracy_real"] <= 1
+  for name in ("fid_b_to_a", "kid_b_to_a", "task_accuracy_b_to_a",
+               "task_accuracy_real_b_to_a"):
+    assert np.isfinite(result["metrics"][name]), name
+  assert result["settings"]["extractor_id_b_to_a"].startswith("classifier:")
   assert result["metrics"]["cycle_l1_a"] > 0
   for grid in ("a_to_b", "b_to_a"):
     assert Image.open(straight / grid / "grid_000004.png").size[0] > 3 * 16

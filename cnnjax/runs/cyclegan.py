@@ -7,7 +7,9 @@ and B | F(B) | G(F(B)) on fixed test images. The test-split scores are logged ev
 recomputes them for any checkpoint): the cycle reconstruction errors of both domains
 and, with `eval.extractor_workdir` (a classifier trained on domain B), FID and KID of
 G(A) against real B, the task score (the classifier recognises the class of each
-source A in G(A)) and its accuracy on real B (the ceiling).
+source A in G(A)) and its accuracy on real B (the ceiling); with
+`eval.extractor_workdir_a` (a classifier trained on domain A), the same scores of F(B)
+against real A, suffixed `_b_to_a`.
 """
 
 import os
@@ -85,29 +87,43 @@ def _scorer(config: ml_collections.ConfigDict, extractor_workdir: str | None = N
                       f"{extractor.image_shape[-1]}-channel images but domain B has "
                       f"{b.images.shape[-1]}; set eval.extractor_workdir to a classifier "
                       "trained on domain B.")
+  # Runs recorded before the field existed have no `eval.extractor_workdir_a`.
+  extractor_a_workdir = config.eval.get("extractor_workdir_a", "")
+  extractor_a = load_extractor(extractor_a_workdir) if extractor_a_workdir else None
+  if extractor_a is not None and extractor_a.image_shape[-1] != a.images.shape[-1]:
+    raise ConfigError(f"The classifier in {extractor_a_workdir} takes "
+                      f"{extractor_a.image_shape[-1]}-channel images but domain A has "
+                      f"{a.images.shape[-1]}; set eval.extractor_workdir_a to a "
+                      "classifier trained on domain A.")
   real_a, real_b = scale_to_unit_range(a.images), scale_to_unit_range(b.images)
 
   def score(program: CycleGanProgram, state) -> dict[str, float]:
     fake_b, cycled_a = program.round_trip(state, real_a, "a_to_b")
-    _, cycled_b = program.round_trip(state, real_b, "b_to_a")
+    fake_a, cycled_b = program.round_trip(state, real_b, "b_to_a")
     metrics = {"cycle_l1_a": float(np.mean(np.abs(cycled_a - real_a))),
                "cycle_l1_b": float(np.mean(np.abs(cycled_b - real_b)))}
     metrics.update(score_translations(fake_b, targets_nhwc=None, reference_nhwc=real_b,
                                       labels_n=a.labels, reference_labels_n=b.labels,
                                       extractor=extractor))
+    if extractor_a is not None:   # The same scores of F(B) against real A.
+      metrics.update({f"{name}_b_to_a": value for name, value in score_translations(
+          fake_a, targets_nhwc=None, reference_nhwc=real_a, labels_n=b.labels,
+          reference_labels_n=a.labels, extractor=extractor_a).items()})
     return metrics
 
   settings = settings_of(
       extractor, direction="a_to_b", domain_a=dict(config.data.domain_a),
       domain_b=dict(config.data.domain_b), num_examples_a=len(a), num_examples_b=len(b),
-      seed=config.seed)
+      seed=config.seed,
+      extractor_id_b_to_a=extractor_a.extractor_id if extractor_a is not None else None)
   return score, settings
 
 
 def _make_evaluator(config: ml_collections.ConfigDict):
   """The periodic scorer (None when `eval.every` is 0); its extractor is checked before
   training whenever one is named, even for the final scores only."""
-  if not config.eval.every and not (config.eval.at_end and config.eval.extractor_workdir):
+  if not config.eval.every and not (config.eval.at_end and (
+      config.eval.extractor_workdir or config.eval.extractor_workdir_a)):
     return None
   score, _ = _scorer(config)
   return score if config.eval.every else None
