@@ -96,6 +96,23 @@ def bind_features(extractor_workdir: str, channels: int) -> tuple[Any, Callable]
   return parallel.put_replicated(weights, program.mesh), features
 
 
+def projector_features(features: Optional[tuple[Any, Callable]], *, needed: bool,
+                       purpose: str = "The projector's") -> tuple[Any, Callable]:
+  """`features` (a `bind_features` pair), or, when the perceptual term is weighted 0,
+  the pixels standing in so that the projector's signature is met.
+
+  Raises:
+    ConfigError: the term is weighted but no classifier was given.
+  """
+  if features is not None:
+    return features
+  if needed:
+    raise ConfigError(f"{purpose} perceptual term needs a classifier run: pass "
+                      "--extractor_workdir=DIR (configs/classifier.py), or "
+                      "--feature_weight=0 for pixels only.")
+  return None, lambda _, x: x.reshape(x.shape[0], -1)
+
+
 def _scores(name: str, outputs, targets, known) -> dict[str, float]:
   psnr = np.asarray(inpainting.masked_psnr(jnp.asarray(outputs), jnp.asarray(targets),
                                            jnp.asarray(known)))
@@ -136,14 +153,8 @@ def _vae_inpaint(editable: Editable, images, known, classes, *, methods, num_ste
 def _gan_inpaint(editable: Editable, images, known, classes, *, seed: int,
                  settings: inversion.ProjectorSettings,
                  features: Optional[tuple[Any, Callable]]) -> dict[str, Any]:
-  if features is None:
-    if settings.feature_weight > 0:
-      raise ConfigError("GAN inpainting's perceptual term needs a classifier run: pass "
-                        "--extractor_workdir=DIR (configs/classifier.py), or "
-                        "--feature_weight=0 for pixels only.")
-    # Weighted 0: the pixels stand in so that the projector's signature is met.
-    features = (None, lambda _, x: x.reshape(x.shape[0], -1))
-  feature_weights, feature_fn = features
+  feature_weights, feature_fn = projector_features(
+      features, needed=settings.feature_weight > 0, purpose="GAN inpainting's")
   key = jax.random.fold_in(jax.random.key(seed), PROJECTOR_STREAM)
   num = len(images)
   arrays = [images, known, np.zeros((num, editable.latent_dim), np.float32),

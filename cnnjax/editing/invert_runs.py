@@ -25,7 +25,7 @@ from absl import logging
 from cnnjax.editing import inversion
 from cnnjax.editing.editable import (Editable, check_out_dir, class_inputs,
                                      open_editable, read_editable, read_inputs)
-from cnnjax.editing.inpaint_runs import bind_features
+from cnnjax.editing.inpaint_runs import bind_features, projector_features
 from cnnjax.errors import ConfigError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.workdir import write_json_atomic
@@ -129,13 +129,8 @@ def invert_images(editable: Editable, images_nhwc: np.ndarray,
   if any(method in NEEDS_ENCODER for method in methods) and encoder is None:
     raise ConfigError("--inversion=encoder and hybrid need --encoder_workdir=DIR (a "
                       "gan_encoder run, configs/gan_encoder.py).")
-  if features is None:
-    if projector.feature_weight > 0 and any(m != "encoder" for m in methods):
-      raise ConfigError("The projector's perceptual term needs a classifier run: pass "
-                        "--extractor_workdir=DIR (configs/classifier.py), or "
-                        "--feature_weight=0 for pixels only.")
-    features = (None, lambda _, x: x.reshape(x.shape[0], -1))
-  feature_weights, feature_fn = features
+  feature_weights, feature_fn = projector_features(
+      features, needed=projector.feature_weight > 0 and any(m != "encoder" for m in methods))
   key = jax.random.fold_in(jax.random.key(seed), PROJECTOR_STREAM)
   num = len(images_nhwc)
   images_nhwc = np.asarray(images_nhwc, np.float32)

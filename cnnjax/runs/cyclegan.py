@@ -77,24 +77,26 @@ def _build_training_program(config: ml_collections.ConfigDict, *, mesh, data_inf
       scale_to_unit_range(a.images), scale_to_unit_range(b.images)))
 
 
+def _domain_extractor(workdir: str, domain: DomainImages, name: str, field: str):
+  """The classifier in `workdir` (None if empty), checked against the domain's channels."""
+  if not workdir:
+    return None
+  extractor = load_extractor(workdir)
+  if extractor.image_shape[-1] != domain.images.shape[-1]:
+    raise ConfigError(f"The classifier in {workdir} takes {extractor.image_shape[-1]}-"
+                      f"channel images but domain {name} has {domain.images.shape[-1]}; "
+                      f"set {field} to a classifier trained on domain {name}.")
+  return extractor
+
+
 def _scorer(config: ml_collections.ConfigDict, extractor_workdir: str | None = None):
   """`(program, state) -> metrics` on the test splits, data and extractor loaded once."""
   a, b = test_domains(config, config.eval.num_examples)
-  extractor_workdir = extractor_workdir or config.eval.extractor_workdir
-  extractor = load_extractor(extractor_workdir) if extractor_workdir else None
-  if extractor is not None and extractor.image_shape[-1] != b.images.shape[-1]:
-    raise ConfigError(f"The classifier in {extractor_workdir} takes "
-                      f"{extractor.image_shape[-1]}-channel images but domain B has "
-                      f"{b.images.shape[-1]}; set eval.extractor_workdir to a classifier "
-                      "trained on domain B.")
+  extractor = _domain_extractor(extractor_workdir or config.eval.extractor_workdir, b,
+                                "B", "eval.extractor_workdir")
   # Runs recorded before the field existed have no `eval.extractor_workdir_a`.
-  extractor_a_workdir = config.eval.get("extractor_workdir_a", "")
-  extractor_a = load_extractor(extractor_a_workdir) if extractor_a_workdir else None
-  if extractor_a is not None and extractor_a.image_shape[-1] != a.images.shape[-1]:
-    raise ConfigError(f"The classifier in {extractor_a_workdir} takes "
-                      f"{extractor_a.image_shape[-1]}-channel images but domain A has "
-                      f"{a.images.shape[-1]}; set eval.extractor_workdir_a to a "
-                      "classifier trained on domain A.")
+  extractor_a = _domain_extractor(config.eval.get("extractor_workdir_a", ""), a, "A",
+                                  "eval.extractor_workdir_a")
   real_a, real_b = scale_to_unit_range(a.images), scale_to_unit_range(b.images)
 
   def score(program: CycleGanProgram, state) -> dict[str, float]:
