@@ -3,7 +3,8 @@ or both (hybrid), scored and timed, into an output directory.
 
 - optimize: StyleGAN2's projector on z from z0 = 0 (the prior's mean), pixel MSE plus
   the feature distance of the project's classifier (`cnnjax.editing.inversion`);
-- encoder: z = E(x) of a `gan_encoder` run, one forward pass;
+- encoder: z = E(x) of a `gan_encoder` run, one forward pass (E(x, y) with each image's
+  class y for a class-conditional GAN);
 - hybrid: z0 = E(x), then the projector with the in-domain regulariser
   `encoder_weight * ||z - E(G(z))||^2` (Zhu et al. 2020).
 
@@ -43,11 +44,12 @@ HYBRID_ENCODER_WEIGHT = 2.0   # In-domain inversion's lambda_dom, when not given
 
 @dataclasses.dataclass(frozen=True)
 class BoundEncoder:
-  """A `gan_encoder` run: its weights (replicated) and `encode(weights, images)`."""
+  """A `gan_encoder` run: its weights (replicated) and `encode(weights, images, labels)`
+  (labels (N,) for a class-conditional generator, else None)."""
   workdir: str
   step: int
   weights: Any
-  encode: Callable[[Any, jax.Array], jax.Array]
+  encode: Callable[[Any, jax.Array, Optional[jax.Array]], jax.Array]
 
 
 def _same_arrays(a: Any, b: Any) -> bool:
@@ -102,10 +104,12 @@ def _projector(key, targets, z0, indices, labels, *, generate, features, encode,
   known = jnp.ones(targets.shape[:-1] + (1,), targets.dtype)
 
   def one(index, target, known_hw1, z0_d, label):
-    bound = lambda z: generate(z, None if label is None else
-                               jnp.broadcast_to(label, z.shape[:1]))
+    classes = lambda batch: (None if label is None
+                             else jnp.broadcast_to(label, batch.shape[:1]))
+    bound = lambda z: generate(z, classes(z))
+    bound_encode = None if encode is None else (lambda x: encode(x, classes(x)))
     return inversion.project_one(jax.random.fold_in(key, index), target, known_hw1, z0_d,
-                                 generate=bound, features=features, encode=encode,
+                                 generate=bound, features=features, encode=bound_encode,
                                  s=settings)
   if labels is None:
     return jax.vmap(lambda i, t, k, z: one(i, t, k, z, None))(indices, targets, known, z0)
@@ -143,11 +147,13 @@ def invert_images(editable: Editable, images_nhwc: np.ndarray,
     gen_w, enc_w, feat_w = w
     label = y[0] if y else None
     generate = lambda z, classes: editable.decode(gen_w, z, classes)
-    encode = None if enc_w is None else (lambda images: encoder.encode(enc_w, images))
+    encode = None if enc_w is None else (
+        lambda images, classes: encoder.encode(enc_w, images, classes))
     if method == "encoder":
-      z = encode(x)
+      z = encode(x, label)
       return z, generate(z, label), jnp.zeros((x.shape[0],))
-    z0 = jnp.zeros((x.shape[0], editable.latent_dim)) if method == "optimize" else encode(x)
+    z0 = (jnp.zeros((x.shape[0], editable.latent_dim)) if method == "optimize"
+          else encode(x, label))
     settings = projector if method == "hybrid" else dataclasses.replace(
         projector, encoder_weight=0.0)
     z, loss = _projector(key, x, z0, index, label, generate=generate,

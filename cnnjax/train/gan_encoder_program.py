@@ -7,14 +7,16 @@ draws z ~ N(0, I), makes x = G(z) and minimises
 
   latent_weight * ||E(x) - z||^2 + image_weight * ||G(E(x)) - x||^2   (means),
 
-the gradient flowing through the frozen G into E. G's variables are part of the state
+the gradient flowing through the frozen G into E. For a class-conditional G each
+example also draws a class y uniformly, x = G(z, y), and the encoder is E(x, y) (the
+class of a real image is known when it is inverted). G's variables are part of the state
 (never updated), so a checkpoint holds the generator it was trained against and resume
 stays exact whatever later happens to the GAN run.
 """
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +29,15 @@ from cnnjax.models.latent_encoder import LatentEncoder, build_latent_encoder
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import validate_checkpoint_config
 from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
-from cnnjax.train.state import INIT_STREAM, SAMPLE_STREAM, TRAIN_STREAM, base_key_data
+from cnnjax.train.gan_program import grid_row_labels
+from cnnjax.train.state import (INIT_STREAM, LABEL_STREAM, SAMPLE_STREAM, TRAIN_STREAM,
+                                base_key_data)
 from cnnjax.train.validation import require, require_positive
 
-# `(generator variables, latents (B, Z)) -> images (B, H, W, C)`: the frozen G.
-Generate = Callable[[Any, jax.Array], jax.Array]
+# `(generator variables, latents (B, Z), labels (B,) or None) -> images (B, H, W, C)`:
+# the frozen G (labels exactly when it is class-conditional).
+Generate = Callable[[Any, jax.Array, Optional[jax.Array]], jax.Array]
+LABEL_KEY = "label"   # The batch entry of a conditional step's drawn classes.
 
 
 @struct.dataclass
@@ -52,13 +58,14 @@ class GanEncoderState:
     return jax.random.fold_in(stream_key, self.step)
 
 
-def encoder_losses(params, generator_variables, latents_bz: jax.Array, *,
-                   encoder: LatentEncoder, generate: Generate, latent_weight: float,
-                   image_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The encoder's loss on G(latents) and its two terms (means over the batch)."""
-  images = jax.lax.stop_gradient(generate(generator_variables, latents_bz))
-  encoded_bz = encoder.apply({"params": params}, images)
-  reconstructed = generate(generator_variables, encoded_bz)
+def encoder_losses(params, generator_variables, latents_bz: jax.Array,
+                   labels_b: Optional[jax.Array] = None, *, encoder: LatentEncoder,
+                   generate: Generate, latent_weight: float, image_weight: float
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The encoder's loss on G(latents[, labels]) and its two terms (batch means)."""
+  images = jax.lax.stop_gradient(generate(generator_variables, latents_bz, labels_b))
+  encoded_bz = encoder.apply({"params": params}, images, labels_b)
+  reconstructed = generate(generator_variables, encoded_bz, labels_b)
   latent_mse = jnp.mean((encoded_bz - latents_bz) ** 2)
   image_mse = jnp.mean((reconstructed - images) ** 2)
   loss = latent_weight * latent_mse + image_weight * image_mse
@@ -70,12 +77,13 @@ def encoder_train_step(state: GanEncoderState, batch: dict, latents_bz: jax.Arra
                        optimizer: optax.GradientTransformation, latent_weight: float,
                        image_weight: float, axis_name: str
                        ) -> tuple[GanEncoderState, dict[str, jax.Array]]:
-  """One update on one device's latents (b, Z); gradients averaged over `axis_name`."""
-  del batch  # The encoder trains on the generator's samples only.
+  """One update on one device's latents (b, Z) (and a conditional G's drawn labels,
+  `batch["label"]` (b,)); gradients averaged over `axis_name`. The encoder trains on
+  the generator's samples only."""
   loss_fn = functools.partial(encoder_losses, encoder=encoder, generate=generate,
                               latent_weight=latent_weight, image_weight=image_weight)
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, state.generator, latents_bz)
+      state.params, state.generator, latents_bz, batch.get(LABEL_KEY))
   grads = jax.lax.pmean(grads, axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   metrics = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads)}
@@ -92,8 +100,10 @@ class GanEncoderProgram:
     init_state: `() -> GanEncoderState`, replicated; the generator's variables are the
       GAN run's, the encoder's initialisation is deterministic from the seed.
     train_step: `(state, batch) -> (state, metrics)`, data-parallel, donating `state`.
-    encode: `(params, images (B, H, W, C)) -> latents (B, Z)`, pure and traceable.
-    generate: `(generator variables, latents (B, Z)) -> images`, pure and traceable.
+    encode: `(params, images (B, H, W, C), labels (B,) or None) -> latents (B, Z)`,
+      pure and traceable.
+    generate: `(generator variables, latents (B, Z), labels or None) -> images`.
+    num_classes: the generator's classes; 0 if unconditional.
     grids: `state -> {"reconstructions": G(z) rows over G(E(G(z))) rows}`.
   """
   mesh: Mesh
@@ -102,21 +112,24 @@ class GanEncoderProgram:
   image_shape: tuple[int, int, int]
   init_state: Callable[[], GanEncoderState]
   train_step: Callable[[GanEncoderState, dict], tuple[GanEncoderState, dict]]
-  encode: Callable[[Any, jax.Array], jax.Array]
+  encode: Callable[[Any, jax.Array, Optional[jax.Array]], jax.Array]
   generate: Generate
+  num_classes: int
   grid_latents: jax.Array
+  grid_labels: Optional[jax.Array]
 
   def grids(self, state: GanEncoderState) -> dict[str, jax.Array]:
     """Fixed samples G(z) (top half) above their reconstructions G(E(G(z)))."""
     return {"reconstructions": self._grid(state.params, state.generator,
-                                          self.grid_latents)}
+                                          self.grid_latents, self.grid_labels)}
 
   @functools.cached_property
   def _grid(self):
-    def grid(params, generator_variables, latents_nz):
-      images = self.generate(generator_variables, latents_nz)
-      return jnp.concatenate(
-          [images, self.generate(generator_variables, self.encode(params, images))])
+    def grid(params, generator_variables, latents_nz, labels_n):
+      images = self.generate(generator_variables, latents_nz, labels_n)
+      encoded = self.encode(params, images, labels_n)
+      return jnp.concatenate([images, self.generate(generator_variables, encoded,
+                                                    labels_n)])
     return jax.jit(grid, out_shardings=parallel.replicated(self.mesh))
 
 
@@ -124,7 +137,8 @@ def _init_state(generator_variables, generator_step, *, seed: int, encoder: Late
                 optimizer: optax.GradientTransformation,
                 image_shape: tuple[int, int, int]) -> GanEncoderState:
   init_key = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
-  params = encoder.init(init_key, jnp.zeros((1, *image_shape)))["params"]
+  labels = jnp.zeros((1,), jnp.int32) if encoder.num_classes else None
+  params = encoder.init(init_key, jnp.zeros((1, *image_shape)), labels)["params"]
   return GanEncoderState(
       step=jnp.zeros((), jnp.int32), rng=base_key_data(seed), params=params,
       opt_state=optimizer.init(params), generator=generator_variables,
@@ -132,21 +146,31 @@ def _init_state(generator_variables, generator_step, *, seed: int, encoder: Late
       divergence=DivergenceRecord.empty())
 
 
+def _draw_labels(state: GanEncoderState, *, batch_size: int, num_classes: int
+                 ) -> dict[str, jax.Array]:
+  """A conditional step's classes (batch_size,), uniform, at the global batch's shape."""
+  return {LABEL_KEY: jax.random.randint(state.step_key(LABEL_STREAM), (batch_size,), 0,
+                                        num_classes, jnp.int32)}
+
+
 def build_gan_encoder_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
                               generate: Generate, generator_variables: Any,
                               generator_step: int, latent_dim: int,
-                              image_shape: tuple[int, int, int]) -> GanEncoderProgram:
+                              image_shape: tuple[int, int, int], num_classes: int = 0
+                              ) -> GanEncoderProgram:
   """Builds the program of a (validated) `gan_encoder` config around a frozen G.
 
   Args:
     config: the encoder's config.
     mesh: the data mesh.
-    generate: the generator's pure apply (inference mode).
+    generate: the generator's pure apply (inference mode), `(variables, z, labels)`.
     generator_variables: its variables (the state of a fresh run holds them).
     generator_step: the GAN run's checkpoint they come from (kept in the state).
     latent_dim: Z; image_shape: (H, W, C) of G's images.
+    num_classes: a class-conditional G's classes (each step draws labels); 0 if not.
   """
-  encoder = build_latent_encoder(config.model, latent_dim=latent_dim)
+  encoder = build_latent_encoder(config.model, latent_dim=latent_dim,
+                                 num_classes=num_classes)
   schedule = optax.cosine_decay_schedule(config.optim.lr, max(config.train.num_steps, 1),
                                          alpha=0.01)
   optimizer = optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
@@ -160,15 +184,20 @@ def build_gan_encoder_program(config: ml_collections.ConfigDict, *, mesh: Mesh,
   train_step = parallel.make_parallel_train_step(
       per_device_step, mesh=mesh, batch_size=config.train.batch_size,
       latent_dim=latent_dim, latent_stream=TRAIN_STREAM,
-      skip_nonfinite=config.train.on_nonfinite == "skip")
+      skip_nonfinite=config.train.on_nonfinite == "skip",
+      draw_examples=functools.partial(_draw_labels, batch_size=config.train.batch_size,
+                                      num_classes=num_classes) if num_classes else None)
   grid_key = jax.random.fold_in(jax.random.key(config.seed), SAMPLE_STREAM)
   return GanEncoderProgram(
       mesh=mesh, encoder=encoder, latent_dim=latent_dim, image_shape=tuple(image_shape),
       init_state=lambda: init(generator_variables, generator_step),
       train_step=train_step,
-      encode=lambda params, images: encoder.apply({"params": params}, images),
-      generate=generate,
-      grid_latents=jax.random.normal(grid_key, (config.train.num_samples, latent_dim)))
+      encode=lambda params, images, labels=None: encoder.apply({"params": params}, images,
+                                                               labels),
+      generate=generate, num_classes=num_classes,
+      grid_latents=jax.random.normal(grid_key, (config.train.num_samples, latent_dim)),
+      grid_labels=grid_row_labels(config.train.num_samples, range(num_classes))
+      if num_classes else None)
 
 
 def validate_gan_encoder_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
