@@ -31,11 +31,8 @@ from conftest import REPO_ROOT, load_config
 ANY_VALUE = {
     "seed": "any integer seeds the run",
     "data.data_dir": "any path: TFDS's data directory (checked when the data is opened)",
-    # Not validated yet (see the README's runtime section):
-    "checkpoint.best_metric": "a metric name, not checked against the logged metrics",
-    "eval.extractor_workdir": "read only when eval.every > 0 (0 in the tiny configs)",
-    "eval.reference_cache_dir": "read only when eval.every > 0 (0 in the tiny configs)",
-    "eval.reference_split": "read only when eval.every > 0 (0 in the tiny configs)",
+    "eval.reference_cache_dir": "any directory path, created when first needed (a file "
+                                "there is a hand-written case)",
 }
 # Config fields whose number may be negative.
 NEGATIVE_OK: set[str] = set()
@@ -122,6 +119,8 @@ def _hand_written(workdir: str, files: dict[str, str], data_dir: str) -> list[li
       tiny + ["--config.loss.gp_weight=10.0"],   # With a BatchNorm discriminator.
       tiny + ["--config.data.image_size=7"],   # No resolution plan.
       tiny[:2] + [f"--config.data.data_dir={files['a_file']}"],   # A file, not a dir.
+      tiny + [f"--config.eval.reference_cache_dir={files['a_file']}"],
+      tiny + ["--config.checkpoint.best_metric=g_loss_typo"],   # Not a logged metric.
       tiny + ["--config.no_such_field=1"],
       ["--config=configs/no_such_config.py", f"--workdir={workdir}"],
       ["--config=configs/dcgan.py:no_such_variant", f"--workdir={workdir}"],

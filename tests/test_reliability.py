@@ -3,6 +3,7 @@
 fills mid-run (one-line error, restorable checkpoint, no torn metrics line, exact
 resume once space is freed)."""
 
+import errno
 import json
 import os
 import pathlib
@@ -17,11 +18,13 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax.errors import WorkdirError
+from cnnjax.errors import ConfigError, WorkdirError
+from cnnjax.io.event_file import read_scalars
 from cnnjax.io.metrics_writer import MetricsWriter
 from cnnjax.io.workdir_lock import LOCK_FILE, workdir_lock
 from cnnjax.runs.opening import open_run
-from conftest import REPO_ROOT
+from cnnjax.train.best_metric import LOOP_METRICS, check_best_metric, check_evaluated
+from conftest import REPO_ROOT, load_config
 
 
 def _command(workdir, data_dir, *extra):
@@ -139,6 +142,35 @@ def test_torn_metrics_tail_is_dropped_on_resume(tmp_path):
   assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10, 20, 30]
 
 
+def test_tensorboard_events_are_synchronous_whole_records_and_purged_on_resume(
+    tmp_path, monkeypatch):
+  first = MetricsWriter(str(tmp_path))
+  for step in (10, 20, 30):
+    first.write_scalars(step, {"loss": step / 10})
+  first.write_image(30, "samples", np.zeros((4, 4, 3), np.uint8))
+  first.close()
+  resumed = MetricsWriter(str(tmp_path), resume_step=20)   # Step 30 is redone.
+  resumed.write_scalars(30, {"loss": 9.0})
+  event_files = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  sizes = {path: path.stat().st_size for path in event_files}
+
+  def full_disk(fd, data):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  real_write = os.write
+  monkeypatch.setattr(os, "write", lambda fd, data: full_disk(fd, data)
+                      if any(os.path.samefile(f"/proc/self/fd/{fd}", path)
+                             for path in event_files) else real_write(fd, data))
+  with pytest.raises(WorkdirError, match="^Disk full writing the TensorBoard scalars of "
+                     "step 40: free space"):
+    resumed.write_scalars(40, {"loss": 4.0})
+  monkeypatch.undo()
+  resumed.close()
+  assert {path: path.stat().st_size for path in event_files} == sizes   # No torn record.
+  assert read_scalars(str(tmp_path / "tensorboard")) == {"loss": {10: 1.0, 20: 2.0,
+                                                                  30: 9.0}}
+  assert len(event_files) == 2
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
   """A 6 MiB tmpfs (root only; elsewhere the test is skipped saying why)."""
@@ -194,6 +226,7 @@ def test_full_disk_stops_cleanly_and_resumes_exactly(small_tmpfs, tiny_gan_run, 
                             "complete checkpoint).")
   for line in (workdir / "metrics.jsonl").read_text().splitlines(keepends=True):
     assert line.endswith("\n") and json.loads(line)["step"] % 5 == 0
+  read_scalars(str(workdir / "tensorboard"))   # Whole records only (it checks the CRCs).
   _, restorable_step = _final_state(workdir)
   assert restorable_step == _steps(workdir)[-1] < 20
 
@@ -212,3 +245,24 @@ def test_full_disk_stops_cleanly_and_resumes_exactly(small_tmpfs, tiny_gan_run, 
   assert [m["step"] for m in metrics] == [m["step"] for m in expected_metrics]
   for got, want in zip(metrics, expected_metrics):
     assert got["d_loss"] == want["d_loss"] and got["g_loss"] == want["g_loss"]
+  curves = read_scalars(str(workdir / "tensorboard"))["d_loss"]
+  assert curves == {m["step"]: np.float32(m["d_loss"]) for m in expected_metrics}
+
+
+def test_best_metric_from_an_evaluation_is_checked_at_the_first():
+  """The runtime's two checks of `checkpoint.best_metric` (tests/test_evaluation.py
+  trains with best_metric=fid through both; the catalogue's typo ends at the first)."""
+  config = load_config("dcgan.py", "tiny")
+  step_names = {"d_loss", "g_loss", *LOOP_METRICS}
+  config.checkpoint.best_metric = "fdi"
+  with pytest.raises(ConfigError, match=r"best_metric='fdi' is not a metric this run "
+                     r"logs; it logs d_loss, g_loss, nonfinite_steps"):
+    check_best_metric(config, step_names, evaluates=False)
+  check_best_metric(config, step_names, evaluates=True)   # Known at the first evaluation.
+  with pytest.raises(ConfigError, match=r"its evaluation fid, kid_mean; the checkpoints "
+                     r"saved so far are kept\.$"):
+    check_evaluated(config, step_names, {"fid": 1.0, "kid_mean": 0.1})
+  for name in ("fid", "g_loss", "wall_time"):
+    config.checkpoint.best_metric = name
+    check_best_metric(config, step_names, evaluates=name == "fid")
+    check_evaluated(config, step_names, {"fid": 1.0})

@@ -122,10 +122,10 @@ def _scorer(config: ml_collections.ConfigDict, extractor_workdir: str | None = N
 
 
 def _make_evaluator(config: ml_collections.ConfigDict):
-  """The periodic scorer (None when `eval.every` is 0); its extractor is checked before
-  training whenever one is named, even for the final scores only."""
-  if not config.eval.every and not (config.eval.at_end and (
-      config.eval.extractor_workdir or config.eval.extractor_workdir_a)):
+  """The periodic scorer (None when `eval.every` is 0); its extractors are checked before
+  training whenever one is named, even for the final scores only (or `run.py evaluate`)."""
+  if not config.eval.every and not (config.eval.extractor_workdir or
+                                    config.eval.extractor_workdir_a):
     return None
   score, _ = _scorer(config)
   return score if config.eval.every else None

@@ -86,10 +86,12 @@ def _scorer(config: ml_collections.ConfigDict, extractor_workdir: str | None = N
 
 
 def _make_evaluator(config: ml_collections.ConfigDict):
-  if not config.eval.every:
+  """The periodic scorer (None when `eval.every` is 0); a named extractor is checked
+  before training even when it scores only at the end (or only `run.py evaluate`)."""
+  if not config.eval.every and not config.eval.extractor_workdir:
     return None
   score, _ = _scorer(config)
-  return score
+  return score if config.eval.every else None
 
 
 def evaluate_translation_run(spec: RunSpec, *, num_samples: int | None = None,

@@ -4,12 +4,14 @@ precision/recall/density/coverage, the two-sample test; `cnnjax.evaluation.evalu
 during training (`eval.every`) and for `run.py evaluate`.
 """
 
+import os
 from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
 from absl import logging
 
+from cnnjax.data.sources import get_data_source
 from cnnjax.errors import ConfigError
 from cnnjax.evaluation.evaluate import (PRDC_K, RunEvaluator, check_num_samples,
                                         eval_settings)
@@ -39,6 +41,25 @@ def run_evaluator(config: ml_collections.ConfigDict, *,
                                  reference_split=reference_split)
 
 
+def check_eval_inputs(config: ml_collections.ConfigDict) -> None:
+  """Checks the `eval` section's paths and split whether or not the run evaluates while
+  training (`run.py evaluate` reads them later): a named classifier must be one, the
+  reference split must exist, the cache directory must not be a file.
+
+  Raises:
+    ConfigError, WorkdirError, CheckpointError, DatasetError: the first bad field.
+  """
+  settings = eval_settings(config)
+  cache_dir = settings["reference_cache_dir"]
+  if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+    raise ConfigError(f"eval.reference_cache_dir={cache_dir} is a file; pass a directory "
+                      "(or '' for <data_dir>/cnnjax_reference).")
+  get_data_source(config.data.name, settings["reference_split"],
+                  config.data.data_dir or None)
+  if settings["extractor_workdir"]:
+    load_extractor(settings["extractor_workdir"])
+
+
 def make_training_evaluator(config: ml_collections.ConfigDict
                             ) -> Callable[[Any, Any], dict[str, float]] | None:
   """The periodic evaluation of a generative run (`run_training`'s evaluator factory).
@@ -50,9 +71,11 @@ def make_training_evaluator(config: ml_collections.ConfigDict
     `evaluate(program, state) -> metrics`, or None when `eval.every` is 0.
 
   Raises:
-    ConfigError: `eval.every` > 0 and no extractor configured (says how to train one).
+    ConfigError: `eval.every` > 0 and no extractor configured (says how to train one);
+      a bad `eval` field (`check_eval_inputs`), also when `eval.every` is 0.
   """
   settings = eval_settings(config)
+  check_eval_inputs(config)
   if not settings["every"]:
     return None
   evaluator = run_evaluator(config)

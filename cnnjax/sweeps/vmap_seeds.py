@@ -42,6 +42,7 @@ from cnnjax.io.workdir import CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, read
     write_json_atomic
 from cnnjax.runs.scoring import make_training_evaluator
 from cnnjax.train import parallel
+from cnnjax.train.best_metric import check_best_metric, check_evaluated, step_metric_names
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.divergence import DivergenceRecord, all_finite
 from cnnjax.train.gan_program import GanProgram, build_gan_program
@@ -196,6 +197,22 @@ def _train(configs, seeds, workdirs, preemption, devices, argv,
   num_classes = dataset_num_classes(info)
   evaluators = [make_training_evaluator(seed_config) for seed_config in configs]
   eval_every = config.eval.every if evaluators[0] is not None else 0
+  # Built before the workdirs are touched: what the programs reject writes nothing.
+  programs = [build_gan_program(seed_config, mesh=mesh, channels=channels,
+                                num_classes=num_classes) for seed_config in configs]
+
+  def batches(seed_config):
+    return iter(make_train_dataset(
+        source, seed=seed_config.seed, global_batch_size=config.train.batch_size,
+        image_size=config.data.image_size, resize=config.data.resize,
+        has_label=num_classes is not None, process_index=jax.process_index(),
+        process_count=jax.process_count(), num_threads=config.data.num_threads,
+        prefetch=config.data.prefetch, cache_in_memory=config.data.cache_in_memory))
+
+  step_names = None
+  if config.checkpoint.best_metric:   # Traced on a throwaway iterator's first batch.
+    step_names = step_metric_names(programs[0], next(batches(configs[0])))
+    check_best_metric(config, step_names, evaluates=bool(eval_every))
   is_writer = jax.process_index() == 0
   workdirs = [prepare_workdir(workdir) for workdir in workdirs]
   for workdir in workdirs:   # One writer per workdir, held until training ends.
@@ -205,15 +222,7 @@ def _train(configs, seeds, workdirs, preemption, devices, argv,
   for workdir, seed_config in zip(workdirs, configs):
     _record_run(workdir, seed_config, data_info, argv)
 
-  programs = [build_gan_program(seed_config, mesh=mesh, channels=channels,
-                                num_classes=num_classes) for seed_config in configs]
-  iterators = [iter(make_train_dataset(
-      source, seed=seed_config.seed, global_batch_size=config.train.batch_size,
-      image_size=config.data.image_size, resize=config.data.resize,
-      has_label=num_classes is not None, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_threads=config.data.num_threads,
-      prefetch=config.data.prefetch, cache_in_memory=config.data.cache_in_memory))
-      for seed_config in configs]
+  iterators = [batches(seed_config) for seed_config in configs]
   checkpointers = [Checkpointer(workdir, config.checkpoint) for workdir in workdirs]
   writers: list[MetricsWriter] = []
   logged: list[dict[str, float]] = [{} for _ in seeds]
@@ -247,6 +256,8 @@ def _train(configs, seeds, workdirs, preemption, devices, argv,
           _guard_finite(states, seeds, workdirs, metric_names, check_parameters=False)
         for index, evaluate in enumerate(evaluators):
           evaluated[index] = evaluate(programs[index], unstack_tree(states, index))
+          if step_names is not None and not eval_names:
+            check_evaluated(config, step_names, evaluated[index])
           eval_names.update(evaluated[index])
       if is_log_step:
         if stop_on_nonfinite:

@@ -36,6 +36,7 @@ from cnnjax.io.workdir import (CONFIG_FILE, DATA_INFO_FILE, prepare_workdir, rea
 from cnnjax.io.workdir_lock import workdir_lock
 from cnnjax.io.write_errors import reporting_write_errors
 from cnnjax.train import parallel
+from cnnjax.train.best_metric import check_best_metric, check_evaluated, step_metric_names
 from cnnjax.train.checkpointing import Checkpointer
 from cnnjax.train.divergence import all_finite
 from cnnjax.train.preemption import PreemptionSignal
@@ -194,6 +195,12 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
   eval_every = config.eval.every if evaluate is not None else 0
   # Built before the workdir is touched: a config the program rejects writes nothing.
   program = build_program(config, mesh=mesh, data_info=data.info)
+  step_names = None
+  if config.checkpoint.best_metric:   # Traced on a throwaway iterator's first batch.
+    probe = make_batches(config, data, process_index=jax.process_index(),
+                         process_count=jax.process_count())
+    step_names = step_metric_names(program, None if probe is None else next(probe))
+    check_best_metric(config, step_names, evaluates=bool(eval_every))
   is_writer = jax.process_index() == 0
   workdir = prepare_workdir(workdir)
   # One writer per workdir (one lock per run: process 0's), held until training ends.
@@ -237,6 +244,8 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=False)
         evaluated = evaluate(program, state)
+        if step_names is not None and not eval_names:
+          check_evaluated(config, step_names, evaluated)
         eval_names.update(evaluated)
         logging.info("Evaluation at step %d: %s", step,
                      ", ".join(f"{k} {v:.4g}" for k, v in evaluated.items()))
