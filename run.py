@@ -5,6 +5,10 @@ Commands (the first positional argument; `train` when omitted):
 
 Bad input (flags, config values, datasets, work directories) ends with a one-line
 `error: ...` on stderr and exit status 2, before anything in the work directory changes.
+
+Multi-process (one process per host, each running the same command): see
+`cnnjax.train.distributed` and the flags --distributed, --coordinator_address,
+--num_processes, --process_id.
 """
 
 import re
@@ -12,8 +16,9 @@ import re
 from absl import app, flags, logging
 
 from cnnjax.commands import COMMANDS
-from cnnjax.commands.common import fail, last_line
+from cnnjax.commands.common import distributed_settings, fail, last_line
 from cnnjax.errors import CnnjaxError
+from cnnjax.train.distributed import initialize as initialize_distributed
 
 __doc__ = __doc__.format(commands="\n".join(module.USAGE for module in COMMANDS.values()))
 FLAGS = flags.FLAGS
@@ -45,6 +50,8 @@ def main(argv: list[str]) -> None:
     fail(f"Unknown command {' '.join(argv[1:])!r}: use one of {', '.join(COMMANDS)} "
          "(see python run.py --help).")
   try:
+    # Before any JAX computation: a no-op for one plain process.
+    initialize_distributed(distributed_settings())
     COMMANDS[command].main()
   except CnnjaxError as error:
     logging.flush()

@@ -9,8 +9,8 @@ one module and one entry below. Flags used by several commands (--config, --work
 """
 
 from cnnjax.commands import (attributes, edit, evaluate, human_eval, invert, likelihood,
-                             report, sample, sweep, train, translate)
+                             report, sample, stylize, sweep, train, translate)
 
 COMMANDS = {module.NAME: module for module in (
     train, sample, evaluate, likelihood, sweep, report, translate, attributes, edit,
-    invert, human_eval)}
+    invert, human_eval, stylize)}

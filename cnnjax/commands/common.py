@@ -30,6 +30,32 @@ EXTRACTOR_WORKDIR = flags.DEFINE_string(
     "extractor_workdir", None, "A classifier run (configs/classifier.py) whose features "
     "score or guide a command (evaluate: default the run's eval.extractor_workdir).")
 
+# Multi-process runs (`cnnjax.train.distributed`): every process runs the same command.
+DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"], "auto: initialise jax.distributed "
+    "when the flags below, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, a "
+    "multi-task SLURM step or a multi-host Cloud TPU say so; on: always (JAX's cluster "
+    "detection); off: one process.")
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (multi-process).")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of the run.")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank, 0 to "
+                                  "num_processes - 1.")
+DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds to wait for every process to connect.")
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds after which a silent process counts as dead and "
+    "the others stop.")
+
+
+def distributed_settings():
+  """The multi-process flags as `cnnjax.train.distributed.DistributedSettings`."""
+  from cnnjax.train.distributed import DistributedSettings   # No JAX import.
+  return DistributedSettings(
+      mode=DISTRIBUTED.value, coordinator_address=COORDINATOR_ADDRESS.value,
+      num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value,
+      timeout_s=DISTRIBUTED_TIMEOUT.value, heartbeat_timeout_s=HEARTBEAT_TIMEOUT.value)
+
 
 def fail(message: str, status: int = 2) -> None:
   """Prints a one-line `error: ...` and exits with `status`."""

@@ -277,11 +277,11 @@ def _train(configs, seeds, workdirs, preemption, devices, argv,
         for index, values in enumerate(evaluated):
           if values:
             writers[index].write_scalars(step, values)
-      if (step % config.train.sample_every == 0 or is_last) and is_writer:
-        for index, program in enumerate(programs):
-          write_grids(workdirs[index], step,
-                       jax.device_get(program.grids(unstack_tree(states, index))),
-                       writers[index])
+      if step % config.train.sample_every == 0 or is_last:
+        for index, program in enumerate(programs):   # Computed by all, written by one.
+          grids = jax.device_get(program.grids(unstack_tree(states, index)))
+          if is_writer:
+            write_grids(workdirs[index], step, grids, writers[index])
       if step % config.checkpoint.every == 0 or is_last or stop:
         if stop_on_nonfinite:
           _guard_finite(states, seeds, workdirs, metric_names, check_parameters=True)

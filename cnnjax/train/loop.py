@@ -262,8 +262,12 @@ def _train(config, workdir, preemption, validate, build_program, make_evaluator,
       elif evaluated:
         with reporting_write_errors(f"the metrics of step {step}"):
           writer.write_scalars(step, evaluated)
-      if (step % config.train.sample_every == 0 or is_last) and is_writer:
-        write_grids(workdir, step, _fetch(program.grids(state)), writer)
+      if step % config.train.sample_every == 0 or is_last:
+        # Every process computes (the grids are one computation over the global mesh);
+        # process 0 writes.
+        grids = _fetch(program.grids(state))
+        if is_writer:
+          write_grids(workdir, step, grids, writer)
       if step % config.checkpoint.every == 0 or is_last or stop:
         if config.train.on_nonfinite == "stop":
           _guard_finite(state, metric_names, check_parameters=True)
