@@ -6,21 +6,27 @@ Commands (the first positional argument; `train` when omitted):
 Bad input (flags, config values, datasets, work directories) ends with a one-line
 `error: ...` on stderr and exit status 2, before anything in the work directory changes.
 
-Multi-process (one process per host, each running the same command): see
-`cnnjax.train.distributed` and the flags --distributed, --coordinator_address,
---num_processes, --process_id.
+Multi-process (one process per host or per GPU, each running the same command):
+{multi_process} run over several processes, initialised from the flags
+--coordinator_address, --num_processes, --process_id (or JAX's JAX_* variables), from a
+SLURM step of several tasks or a Cloud TPU pod slice (see `cnnjax.train.distributed`);
+the other commands refuse a multi-process launch. `run.py --launcher=slurm` writes a
+multi-node SLURM job (--nodes, --tasks_per_node, --gpus_per_task, --slurm=KEY=VALUE).
 """
 
+import os
 import re
 
 from absl import app, flags, logging
 
-from cnnjax.commands import COMMANDS
+from cnnjax.commands import COMMANDS, MULTI_PROCESS_COMMANDS
 from cnnjax.commands.common import distributed_settings, fail, last_line
 from cnnjax.errors import CnnjaxError
 from cnnjax.train.distributed import initialize as initialize_distributed
+from cnnjax.train.distributed import plan as distributed_plan
 
-__doc__ = __doc__.format(commands="\n".join(module.USAGE for module in COMMANDS.values()))
+__doc__ = __doc__.format(commands="\n".join(module.USAGE for module in COMMANDS.values()),
+                         multi_process=" and ".join(MULTI_PROCESS_COMMANDS))
 FLAGS = flags.FLAGS
 
 
@@ -50,8 +56,14 @@ def main(argv: list[str]) -> None:
     fail(f"Unknown command {' '.join(argv[1:])!r}: use one of {', '.join(COMMANDS)} "
          "(see python run.py --help).")
   try:
+    settings = distributed_settings()
+    if command not in MULTI_PROCESS_COMMANDS and distributed_plan(settings, os.environ):
+      fail(f"`run.py {command}` runs as one process, but the flags or the environment (a "
+           "SLURM step of several tasks, a TPU pod slice) ask for several: start it once, "
+           "without --coordinator_address/--num_processes/--process_id or srun, or add "
+           f"--distributed=off (multi-process: {', '.join(MULTI_PROCESS_COMMANDS)}).")
     # Before any JAX computation: a no-op for one plain process.
-    initialize_distributed(distributed_settings())
+    initialize_distributed(settings)
     COMMANDS[command].main()
   except CnnjaxError as error:
     logging.flush()

@@ -128,6 +128,16 @@ def _hand_written(workdir: str, files: dict[str, str], data_dir: str) -> list[li
       ["no_such_command"],
       ["sample", f"--workdir={workdir}", f"--out={files['out']}", "--labels=abc"],
       ["sample", f"--workdir={workdir}", f"--out={files['out']}", "--step=999999"],
+      tiny + ["--nodes=2"],   # A SLURM job's shape without --launcher=slurm.
+      tiny + ["--launcher=slurm", "--tasks_per_node=0"],
+      tiny + ["--launcher=slurm", "--slurm=partition"],   # Not KEY=VALUE.
+      tiny + ["--launcher=slurm", "--gpus_per_task=3"],   # 16 does not split over 3 GPUs.
+      # Commands that run as one process refuse a multi-process launch, before connecting.
+      ["sample", f"--workdir={workdir}", f"--out={files['out']}",
+       "--coordinator_address=localhost:9", "--num_processes=2", "--process_id=1"],
+      ["sweep", "--sweep=experiments/gan_ablation.py", f"--workdir={files['missing']}",
+       "--coordinator_address=localhost:9", "--num_processes=2", "--process_id=0"],
+      ["train", *tiny, "--num_processes=2"],   # Missing the address and the rank.
   ]
 
 

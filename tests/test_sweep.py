@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO_ROOT, load_config
 
+FAKE_SLURM = pathlib.Path(__file__).parent / "fake_slurm"
+
 from cnnjax.errors import ConfigError
 from cnnjax.sweeps import Sweep, product, zipped
 from cnnjax.sweeps.spec import expand, load_plan, run_name
@@ -265,15 +267,52 @@ def test_slurm_launcher_writes_an_array_job(tmp_path, capsys):
   assert shlex.split(commands[1]) == [
       "run.py", "--config=configs/dcgan.py:tiny", "--config.loss.name=non_saturating",
       "--config.seed=3", f"--workdir={workdir / 'loss.name=non_saturating,seed=3'}"]
-  # Task 1 of the array runs line 2 (PYTHON=echo shows the arguments it would run).
-  task = subprocess.run(["bash", str(workdir / "sweep.slurm")], capture_output=True,
-                        text=True, env={**os.environ, "PYTHON": "echo",
-                                        "SLURM_ARRAY_TASK_ID": "1"})
-  assert task.returncode == 0, task.stderr
-  assert task.stdout.split() == shlex.split(commands[1])
+  # The fake sbatch runs every array task; with PYTHON=echo each task's log shows the
+  # arguments its srun would start, task i running line i + 1.
+  state = tmp_path / "slurm_state"
+  state.mkdir()
+  submitted = subprocess.run(
+      [str(FAKE_SLURM / "sbatch"), str(workdir / "sweep.slurm")], capture_output=True,
+      text=True, timeout=60,
+      env={**os.environ, "PYTHON": "echo", "FAKE_SLURM_STATE": str(state),
+           "FAKE_SLURM_JOB_ID": "700", "PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}"})
+  assert submitted.returncode == 0, submitted.stderr
+  for task, command in enumerate(commands):
+    log = workdir / "slurm" / f"700_{task}.out"
+    assert log.read_text().split() == shlex.split(command), task
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert manifest["launcher"] == "slurm"
   assert [entry["slurm_task"] for entry in manifest["runs"]] == [0, 1, 2]
+
+
+def test_multi_process_sweep_runs_are_srun_tasks_and_bad_combinations_are_refused(
+    tmp_path, capsys):
+  from cnnjax.sweeps.launch import run_sweep_command
+  from cnnjax.sweeps.slurm import JobShape
+  body = ('Sweep(config="configs/dcgan.py", variant="tiny", '
+          'grid=product({"loss.name": ["hinge", "least_squares"]}), seeds=[0, 1]EXTRA)')
+  sweep = write_sweep(tmp_path, "wide", body.replace("EXTRA", ""))
+  workdir = tmp_path / "wide_out"
+  shape = JobShape(nodes=2, tasks_per_node=4, gpus_per_task=1)
+  assert run_sweep_command(sweep, str(workdir), launcher="slurm", shape=shape,
+                           slurm_options={"partition": "a100", "requeue": ""}) is None
+  assert "8 process(es) each" in capsys.readouterr().out
+  script = (workdir / "sweep.slurm").read_text()
+  for line in ("#SBATCH --array=0-3", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
+               "#SBATCH --gpus-per-task=1", "#SBATCH --partition=a100",
+               "#SBATCH --signal=B:USR1@120", 'srun --kill-on-bad-exit=1 "$PYTHON" "$@"'):
+    assert line in script
+  assert "--gres" not in script and "#SBATCH --requeue" not in script  # "" drops it.
+  # vmapped seeds share one process's devices; the local launcher is one process per run.
+  vmapped = write_sweep(tmp_path, "vmapped", body.replace("EXTRA", ", vmap_seeds=True"))
+  with pytest.raises(ConfigError, match="vmap_seeds trains every seed"):
+    run_sweep_command(vmapped, str(tmp_path / "vmapped_out"), launcher="slurm", shape=shape)
+  with pytest.raises(ConfigError, match="add --launcher=slurm"):
+    run_sweep_command(sweep, str(tmp_path / "local_out"), shape=JobShape(nodes=2))
+  with pytest.raises(ConfigError, match="--tasks_per_node=0 must be >= 1"):
+    run_sweep_command(sweep, str(tmp_path / "bad_out"), launcher="slurm",
+                      shape=JobShape(tasks_per_node=0))
+  assert not (tmp_path / "vmapped_out").exists() and not (tmp_path / "local_out").exists()
 
 
 def test_report_tables_and_plots_of_a_finished_sweep(tiny_sweep):

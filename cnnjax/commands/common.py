@@ -47,6 +47,22 @@ HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     "heartbeat_timeout", 100, "Seconds after which a silent process counts as dead and "
     "the others stop.")
 
+# Launching on SLURM (`run.py --launcher=slurm`, `run.py sweep --launcher=slurm`).
+LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "train, sweep: run "
+                             "here, or write a SLURM batch job that runs it (srun, one "
+                             "process per task).")
+NODES = flags.DEFINE_integer("nodes", 1, "--launcher=slurm: machines of each run.")
+TASKS_PER_NODE = flags.DEFINE_integer("tasks_per_node", 1, "--launcher=slurm: processes "
+                                      "per machine (1, or 1 per GPU).")
+GPUS_PER_TASK = flags.DEFINE_integer("gpus_per_task", None, "--launcher=slurm: GPUs of "
+                                     "each process (0: request none, e.g. on TPU or CPU; "
+                                     "sweep default: --devices_per_run as --gres).")
+SLURM_OPTIONS = flags.DEFINE_multi_string("slurm", [], "--launcher=slurm: an #SBATCH "
+                                          "option as KEY=VALUE (repeat), e.g. "
+                                          "--slurm=partition=gpu --slurm=time=24:00:00.")
+LAUNCH_FLAGS = ("launcher", "nodes", "tasks_per_node", "gpus_per_task", "slurm")
+
+
 
 def distributed_settings():
   """The multi-process flags as `cnnjax.train.distributed.DistributedSettings`."""
@@ -55,6 +71,29 @@ def distributed_settings():
       mode=DISTRIBUTED.value, coordinator_address=COORDINATOR_ADDRESS.value,
       num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value,
       timeout_s=DISTRIBUTED_TIMEOUT.value, heartbeat_timeout_s=HEARTBEAT_TIMEOUT.value)
+
+
+def job_shape():
+  """`--nodes`, `--tasks_per_node`, `--gpus_per_task` as a `JobShape`."""
+  from cnnjax.sweeps.slurm import JobShape   # No JAX import.
+  return JobShape(nodes=NODES.value, tasks_per_node=TASKS_PER_NODE.value,
+                  gpus_per_task=GPUS_PER_TASK.value)
+
+
+def without_launch_flags(argv: list[str]) -> list[str]:
+  """`argv` without the launch flags (`--launcher=slurm --nodes 2 ...`): the command a
+  job's processes run."""
+  kept, skip_value = [], False
+  for arg in argv:
+    if skip_value:
+      skip_value = False
+      continue
+    name, equals, _ = arg[2:].partition("=")
+    if arg.startswith("--") and name in LAUNCH_FLAGS:
+      skip_value = not equals   # `--nodes 2`: the value is the next argument.
+      continue
+    kept.append(arg)
+  return kept
 
 
 def fail(message: str, status: int = 2) -> None:

@@ -5,6 +5,7 @@ from absl import flags
 from cnnjax.commands import common
 
 NAME = "evaluate"
+MULTI_PROCESS = True
 USAGE = """\
   evaluate  Score a generative run's checkpoint with an in-domain classifier (FID, KID,
           IS, precision/recall/density/coverage, two-sample test) into DIR/eval.json:

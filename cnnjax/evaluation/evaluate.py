@@ -143,11 +143,11 @@ def _generator_of(program: Any, state: Any) -> GenerateFn:
     latents = jax.device_put(jax.random.normal(latent_key, (num_padded, program.latent_dim)),
                              parallel.data_sharded(mesh))
     if not num_classes:
-      return np.asarray(jax.device_get(program.generate(state, latents)))[:num]
+      return parallel.to_host(program.generate(state, latents))[:num]
     labels = jnp.arange(num_padded, dtype=jnp.int32) % num_classes
     images = program.generate(state, latents, jax.device_put(labels,
                                                              parallel.data_sharded(mesh)))
-    return np.asarray(jax.device_get(images))[:num], np.asarray(labels)[:num]
+    return parallel.to_host(images)[:num], np.asarray(labels)[:num]
 
   return generate
 

@@ -99,7 +99,7 @@ class Extractor:
       num_valid = len(chunk)
       padding = ((0, self.batch_size - num_valid),) + ((0, 0),) * 3
       chunk = np.pad(chunk.astype(np.float32), padding)
-      logits_bk, features_bd = jax.device_get(
+      logits_bk, features_bd = parallel.to_host(
           self._program.predict(self._model_state, jax.device_put(chunk, sharding)))
       self.num_calls += 1
       features.append(features_bd[:num_valid])

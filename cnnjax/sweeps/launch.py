@@ -34,7 +34,7 @@ from cnnjax.sweeps.devices import (Devices, detect_devices, device_groups,
 from cnnjax.io.provenance import command_line, write_provenance
 from cnnjax.sweeps.manifest import (LOG_DIR, LaunchUnit, Manifest, is_finished,
                                      launch_units, now, run_workdir)
-from cnnjax.sweeps.slurm import write_slurm_job
+from cnnjax.sweeps.slurm import JobShape, check_shape, write_slurm_job
 from cnnjax.sweeps.spec import REPO_ROOT, SweepPlan, load_plan
 
 _POLL_SECONDS = 0.25
@@ -198,10 +198,14 @@ def _summary(plan: SweepPlan, workdir: str, manifest: Manifest, skipped: set[str
 
 
 def run_sweep_command(sweep_path: str, workdir: str, *, launcher: str = "local",
-                      devices_per_run: int | None = None) -> str | None:
+                      devices_per_run: int | None = None,
+                      shape: JobShape = JobShape(),
+                      slurm_options: dict[str, str] | None = None) -> str | None:
   """`run.py sweep`: validates the sweep, then launches it locally or writes a SLURM job.
 
-  Prints the summary (or the SLURM submission line) on stdout.
+  Prints the summary (or the SLURM submission line) on stdout. `shape` (nodes, tasks per
+  node, GPUs per task) and `slurm_options` (more `#SBATCH` options) are the SLURM job's;
+  the local launcher runs single-process runs and refuses a multi-process shape.
 
   Returns:
     None when every run finished (or the job was written), else a one-line message
@@ -215,12 +219,18 @@ def run_sweep_command(sweep_path: str, workdir: str, *, launcher: str = "local",
   kind_of(plan.base_config)  # An unknown experiment kind fails before anything runs.
   if launcher not in ("local", "slurm"):
     raise ConfigError(f"--launcher={launcher!r}: use local or slurm.")
+  check_shape(plan, shape)
   if launcher == "slurm":
     workdir = prepare_workdir(workdir)
     manifest = Manifest(workdir, plan, "slurm", devices_per_run=devices_per_run)
     todo, _ = _plan_units(plan, workdir, manifest)
-    print(write_slurm_job(plan, workdir, todo, manifest, devices_per_run=devices_per_run))
+    print(write_slurm_job(plan, workdir, todo, manifest, devices_per_run=devices_per_run,
+                          shape=shape, extra_options=slurm_options or {}))
     return None
+  if shape.num_processes > 1 or slurm_options:
+    raise ConfigError("--nodes, --tasks_per_node and --slurm shape SLURM jobs: add "
+                      "--launcher=slurm (the local launcher runs each run as one process "
+                      "over --devices_per_run devices).")
   devices = detect_devices()
   groups = device_groups(devices, devices_per_run)
   workdir = prepare_workdir(workdir)

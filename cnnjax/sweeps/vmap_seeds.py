@@ -44,6 +44,8 @@ from cnnjax.runs.scoring import make_training_evaluator
 from cnnjax.train import parallel
 from cnnjax.train.best_metric import check_best_metric, check_evaluated, step_metric_names
 from cnnjax.train.checkpointing import Checkpointer
+from cnnjax.train.distributed import DistributedError, DistributedSettings
+from cnnjax.train.distributed import plan as distributed_plan
 from cnnjax.train.divergence import DivergenceRecord, all_finite
 from cnnjax.train.gan_program import GanProgram, build_gan_program
 from cnnjax.train.loop import CONFIG_CHANGES_FILE, write_grids
@@ -316,6 +318,13 @@ def main(argv: list[str]) -> None:
   config = flags.FLAGS.config
   if config is None:
     _fail("--config is required, e.g. --config=configs/dcgan.py.")
+  try:
+    if distributed_plan(DistributedSettings(), os.environ) is not None:
+      _fail("vmap_seeds trains every seed in one process, but the environment (JAX_* "
+            "variables, a SLURM step of several tasks, a TPU pod slice) asks for several: "
+            "start it once, or sweep with vmap_seeds=False.")
+  except DistributedError as error:
+    _fail(str(error))
   try:
     train_seeds(config, flags.FLAGS.seed, flags.FLAGS.workdir,
                 argv=["-m", "cnnjax.sweeps.vmap_seeds", *sys.argv[1:]])

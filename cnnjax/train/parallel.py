@@ -10,6 +10,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -51,6 +52,21 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
   """Places a host or device pytree, whole, on every device of `mesh`."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree: Any) -> Any:
+  """`tree`'s arrays as whole numpy arrays on this host.
+
+  An array this process holds entirely is read from its devices; one spread over the
+  devices of several processes (a data-sharded output of a multi-process mesh) is
+  all-gathered, so every process gets the same whole array. With several processes
+  every process must call this (it is a collective).
+  """
+  def fetch(leaf):
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(jax.device_get(leaf))
+  return jax.tree.map(fetch, tree)
 
 
 def put_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
