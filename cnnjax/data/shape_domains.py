@@ -23,11 +23,11 @@ Configs: `outline`, `filled` (32 px, 4,000 train / 600 test), `outline_tiny`,
 import dataclasses
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from cnnjax.data.offline_builder import OfflineBuilder
 from cnnjax.data import shape_pairs, shapes
 
 DOMAIN_IDS = {"outline": 0, "filled": 1}
@@ -64,21 +64,13 @@ def _configs() -> list[ShapeDomainsConfig]:
   return configs
 
 
-class ShapeDomains(tfds.core.GeneratorBasedBuilder):
+class ShapeDomains(OfflineBuilder):
   """One domain of the unpaired outline / filled task (module docstring); `array_record`."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "outline"
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    super().__init__(file_format=file_format or shapes.DEFAULT_FILE_FORMAT, **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config

@@ -19,11 +19,11 @@ Variants: `default` (32 px, 4,000 train / 600 test), `tiny` (16 px, 96 / 48; for
 import dataclasses
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 from PIL import Image, ImageDraw
 import tensorflow_datasets as tfds
 
+from cnnjax.data.offline_builder import OfflineBuilder
 from cnnjax.data import shapes
 
 HUE_JITTER = 0.04
@@ -70,7 +70,7 @@ class ShapePairsConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class ShapePairs(tfds.core.GeneratorBasedBuilder):
+class ShapePairs(OfflineBuilder):
   """Outline -> filled shape pairs (see the module docstring); `array_record` files."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -81,14 +81,6 @@ class ShapePairs(tfds.core.GeneratorBasedBuilder):
                        resolution=16, num_train=96, num_test=48),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    super().__init__(file_format=file_format or shapes.DEFAULT_FILE_FORMAT, **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     resolution = self.builder_config.resolution

@@ -29,11 +29,12 @@ import colorsys
 import dataclasses
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 import tensorflow_datasets as tfds
+
+from cnnjax.data.offline_builder import OfflineBuilder
 
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "heart", "cross")
 CENTRE_RANGE = (0.3, 0.7)
@@ -51,7 +52,6 @@ SATURATION = 0.85
 VALUE = 1.0
 SUPERSAMPLING = 4
 SPLIT_IDS = {"train": 0, "test": 1}
-DEFAULT_FILE_FORMAT = "array_record"
 
 
 def _regular_polygon(radii: list[float], start_angle: float) -> np.ndarray:
@@ -158,7 +158,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
   background: tuple[int, int, int] = (0, 0, 0)
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class Shapes(OfflineBuilder):
   """Coloured shapes with ground-truth factors (see the module docstring).
 
   Features: `image` (res, res, 3) uint8, `label` (ClassLabel over
@@ -181,23 +181,6 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
       ),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    """Initializes the builder, defaulting to the `array_record` format.
-
-    Args:
-      file_format: Record file format; `array_record` (random access, needed
-        by `tfds.data_source`) when None.
-      **kwargs: Passed to `tfds.core.GeneratorBasedBuilder`.
-    """
-    super().__init__(file_format=file_format or DEFAULT_FILE_FORMAT, **kwargs)
-
-  # TFDS 4.9.10 resolves `code_path` through `importlib_resources`, which it
-  # only installs for Python < 3.9, so preparing fails on 3.11 without it.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     resolution = self.builder_config.resolution

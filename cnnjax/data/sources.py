@@ -20,13 +20,14 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from cnnjax.data import digits
+from cnnjax.data import photo_crops
 from cnnjax.data import shape_domains
 from cnnjax.data import shape_pairs
 from cnnjax.data import shapes
 from cnnjax.errors import DatasetError
 
 PROJECT_BUILDERS = (digits.Digits, shapes.Shapes, shape_pairs.ShapePairs,
-                    shape_domains.ShapeDomains)
+                    shape_domains.ShapeDomains, photo_crops.PhotoCrops)
 _PROJECT_NAMES = ", ".join(
     f"{cls.name}[/{'|'.join(c.name for c in cls.BUILDER_CONFIGS)}]"
     if cls.BUILDER_CONFIGS else cls.name

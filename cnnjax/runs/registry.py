@@ -7,7 +7,8 @@ kinds up here.
 import ml_collections
 
 from cnnjax.errors import ConfigError
-from cnnjax.runs import classifier, cyclegan, factors, gan, gan_encoder, pix2pix, vae
+from cnnjax.runs import (classifier, cyclegan, factors, fast_style, gan, gan_encoder, pix2pix,
+                         vae)
 from cnnjax.runs.kind import ExperimentKind
 
 DEFAULT_KIND = "gan"   # Configs without an `experiment` field (older GAN runs).
@@ -20,6 +21,7 @@ _KINDS: tuple[ExperimentKind, ...] = (
     cyclegan.KIND,
     factors.KIND,
     gan_encoder.KIND,
+    fast_style.KIND,
 )
 KINDS: dict[str, ExperimentKind] = {kind.name: kind for kind in _KINDS}
 

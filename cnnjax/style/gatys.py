@@ -5,7 +5,7 @@ The image x minimises
   content_weight * content(F_c(x), F_c(content)) + style_weight * sum_l w_l *
   Gram-MSE(F_l(x), F_l(style)) + tv_weight * tv(x)
 
-(`cnnjax.losses.style`), with F the feature network (`cnnjax.style.features`). With
+(`cnnjax.losses.style`), with F the feature network (`cnnjax.models.style_features`). With
 `features.normalize="content"` every layer's activations (of x, of the content and of
 the style image alike) are divided by their mean magnitude on the content image, so the
 weights mean the same for every layer and network.
@@ -47,26 +47,20 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax.errors import ConfigError
 from cnnjax.losses import style as style_losses
-from cnnjax.style.features import FeatureNetwork
+from cnnjax.models.style_features import FeatureNetwork
 from cnnjax.train.parallel import DATA_AXIS, compiler_options, make_data_mesh
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 INIT_CONTRAST = 0.95
 NOISE_STREAM = 1     # fold_in stream of the noise inits (the network's weights use 0).
-TERMS = ("content", "style", "tv", "total")
-_EPS = 1e-8
+TERMS = style_losses.TERMS
 
 
 @dataclasses.dataclass(frozen=True)
 class GatysSettings:
   """Everything of a config that the optimisation reads (hashable: a jit static)."""
-  content_layer: str
-  style_layer_weights: tuple[tuple[str, float], ...]
-  content_weight: float
-  style_weight: float
-  tv_weight: float
-  normalize: bool
+  loss: style_losses.PerceptualSettings
   optimizer: str
   steps: int
   learning_rate: float
@@ -85,55 +79,20 @@ def settings_from_config(config: ml_collections.ConfigDict) -> GatysSettings:
   if not config.optimizer.learning_rate > 0:
     raise ConfigError("optimizer.learning_rate must be > 0, got "
                       f"{config.optimizer.learning_rate}.")
-  features = config.features
   return GatysSettings(
-      content_layer=features.content_layer,
-      style_layer_weights=tuple(zip(features.style_layers,
-                                    map(float, features.style_layer_weights))),
-      content_weight=float(config.loss.content_weight),
-      style_weight=float(config.loss.style_weight),
-      tv_weight=float(config.loss.tv_weight),
-      normalize=features.normalize == "content", optimizer=config.optimizer.name,
+      loss=style_losses.perceptual_settings(config), optimizer=config.optimizer.name,
       steps=int(config.optimizer.steps),
       learning_rate=float(config.optimizer.learning_rate), init=config.init)
 
 
-def _targets(features_fn: Callable, settings: GatysSettings, content_hwc: jax.Array,
-             style_grams: dict[str, jax.Array]) -> dict:
-  """One image's constants: layer scales, content activations, scaled style Grams."""
-  content_features = features_fn(content_hwc[None])
-  # Sorted, not a set: the program (and so its compilation-cache key) must not depend
-  # on Python's string hashing.
-  layers = sorted({settings.content_layer,
-                   *(name for name, _ in settings.style_layer_weights)})
-  scales = {name: (jnp.mean(jnp.abs(content_features[name])) + _EPS
-                   if settings.normalize else jnp.float32(1.0)) for name in layers}
-  return {"scales": scales,
-          "content": content_features[settings.content_layer][0]
-          / scales[settings.content_layer],
-          # G(F / s) = G(F) / s^2.
-          "grams": {name: style_grams[name] / jnp.square(scales[name])
-                    for name, _ in settings.style_layer_weights}}
-
-
 def _terms(u_hwc: jax.Array, targets: dict, *, features_fn: Callable,
            settings: GatysSettings) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(total loss, {term: value}) of one image's variable u (image = tanh(u))."""
-  image = jnp.tanh(u_hwc)
-  features = features_fn(image[None])
-  scales = targets["scales"]
-  content = style_losses.content_loss(
-      features[settings.content_layer][0] / scales[settings.content_layer],
-      targets["content"])
-  weights = dict(settings.style_layer_weights)
-  style = style_losses.style_loss(
-      {name: features[name][0] / scales[name] for name in weights}, targets["grams"],
-      weights)
-  tv = style_losses.total_variation(image)
-  total = style_losses.weighted_total(
-      content, style, tv, content_weight=settings.content_weight,
-      style_weight=settings.style_weight, tv_weight=settings.tv_weight)
-  return total, {"content": content, "style": style, "tv": tv, "total": total}
+  """(total loss, {term: value}) of one image's variable u (image = tanh(u));
+  `targets` are its `perceptual_targets` (a batch of one)."""
+  parts = style_losses.perceptual_terms(features_fn, settings.loss,
+                                        jnp.tanh(u_hwc)[None], targets)
+  parts = {name: value[0] for name, value in parts.items()}
+  return parts["total"], parts
 
 
 def _optimize_one(u0: jax.Array, targets: dict, *, features_fn: Callable,
@@ -173,10 +132,9 @@ def _per_device(variables, contents, style, indices, noise_key, *, module,
                 settings: GatysSettings):
   """One device's share: (images (n, H, W, 3), {term: (n, steps + 1)})."""
   features_fn = functools.partial(module.apply, variables)
-  style_features = features_fn(style[None])
-  style_grams = {name: style_losses.gram_matrix(style_features[name][0])
-                 for name, _ in settings.style_layer_weights}
-  targets = jax.vmap(lambda c: _targets(features_fn, settings, c, style_grams))(contents)
+  grams = style_losses.style_grams(features_fn, style, settings.loss)
+  targets = jax.vmap(lambda content: style_losses.perceptual_targets(
+      features_fn, settings.loss, content[None], grams))(contents)
   if settings.init == "content":
     u0 = jnp.arctanh(INIT_CONTRAST * jnp.clip(contents, -1.0, 1.0))
   else:
@@ -236,7 +194,7 @@ def stylize(network: FeatureNetwork, settings: GatysSettings, contents: np.ndarr
   """Stylises every content image with `style`, on all devices at once.
 
   Args:
-    network: the feature network (`cnnjax.style.features.build_feature_network`).
+    network: the feature network (`cnnjax.models.style_features.build_feature_network`).
     settings: see `settings_from_config`.
     contents: (N, H, W, 3) images in [-1, 1].
     style: (H', W', 3) image in [-1, 1] (any size; its Gram matrices are size-free).

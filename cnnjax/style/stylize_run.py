@@ -25,8 +25,9 @@ from absl import logging
 from cnnjax.errors import WorkdirError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.workdir import write_json_atomic
-from cnnjax.style import features as style_features
-from cnnjax.style import gatys, images as style_images
+from cnnjax.data import photos as style_images
+from cnnjax.models import style_features
+from cnnjax.style import gatys
 
 RESULT_FILE = "stylize.json"
 GRID_FILE = "grid.png"
@@ -46,6 +47,32 @@ def _file_names(content_specs: Sequence[str]) -> list[str]:
   names = [style_images.image_name(spec) for spec in content_specs]
   return [f"stylized_{name}.png" if names.count(name) == 1 else
           f"stylized_{name}_{index}.png" for index, name in enumerate(names)]
+
+
+def write_images(out_dir: str, content_specs: Sequence[str], contents_nhwc: np.ndarray,
+                 style_hwc: np.ndarray, results_nhwc: np.ndarray) -> list[str]:
+  """Writes each result as `stylized_<name>.png` and the content | style | result grid.
+
+  Returns:
+    The results' file names, in the order of `content_specs`.
+  """
+  files = _file_names(content_specs)
+  for name, image in zip(files, results_nhwc):
+    save_png(os.path.join(out_dir, name), make_grid(image[None], padding=0))
+  rows = np.stack([contents_nhwc, np.broadcast_to(style_hwc, contents_nhwc.shape),
+                   results_nhwc], 1)
+  save_png(os.path.join(out_dir, GRID_FILE),
+           make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=3))
+  return files
+
+
+def make_out_dir(out_dir: str) -> None:
+  """Creates the output directory; `WorkdirError` (one line) if it cannot be."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as error:
+    raise WorkdirError(f"Cannot create --out {out_dir} ({error.strerror}): pass a "
+                       "writable directory.") from None
 
 
 def _plot_curves(path: str, curves: dict[str, np.ndarray], labels: Sequence[str]) -> bool:
@@ -74,7 +101,7 @@ def _plot_curves(path: str, curves: dict[str, np.ndarray], labels: Sequence[str]
   return True
 
 
-def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   def plain(value):
     if isinstance(value, dict):
       return {key: plain(item) for key, item in value.items()}
@@ -106,19 +133,10 @@ def run_stylize(config: ml_collections.ConfigDict, *, content_specs: Sequence[st
   contents = np.stack([style_images.load_image(spec, size) for spec in content_specs])
   style = style_images.load_image(style_spec, size)
   network = style_features.build_feature_network(config)
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as error:
-    raise WorkdirError(f"Cannot create --out {out_dir} ({error.strerror}): pass a "
-                       "writable directory.") from None
+  make_out_dir(out_dir)
 
   result = gatys.stylize(network, settings, contents, style, seed=config.seed)
-  files = _file_names(content_specs)
-  for name, image in zip(files, result.images):
-    save_png(os.path.join(out_dir, name), make_grid(image[None], padding=0))
-  rows = np.stack([contents, np.broadcast_to(style, contents.shape), result.images], 1)
-  save_png(os.path.join(out_dir, GRID_FILE),
-           make_grid(rows.reshape(-1, *rows.shape[2:]), num_cols=3))
+  files = write_images(out_dir, content_specs, contents, style, result.images)
   labels = [style_images.image_name(spec) for spec in content_specs]
   plotted = _plot_curves(os.path.join(out_dir, CURVES_FILE), result.curves, labels)
 
@@ -140,7 +158,7 @@ def run_stylize(config: ml_collections.ConfigDict, *, content_specs: Sequence[st
       "seconds_per_image": result.run_seconds / num,
       "grid": GRID_FILE, "grid_columns": ["content", "style", "result"],
       "curves_plot": CURVES_FILE if plotted else None,
-      "images": per_image, "config": _config_dict(config)}
+      "images": per_image, "config": config_dict(config)}
   write_json_atomic(os.path.join(out_dir, RESULT_FILE), payload)
   for item in per_image:
     logging.info("stylize %s x %s: content %.4g, style %.4g, tv %.4g, total %.4g",

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import struct
 from jax.sharding import Mesh
 
 from cnnjax.data.pipeline import RESIZE_MODES
@@ -20,26 +19,18 @@ from cnnjax.errors import DatasetError
 from cnnjax.models.classifier import Classifier, build_classifier, random_shift
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import validate_checkpoint_config
-from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
-from cnnjax.train.state import INIT_STREAM, TRAIN_STREAM, PlayerState, base_key_data, init_player
-from cnnjax.train.validation import require, require_positive
+from cnnjax.train.divergence import DivergenceRecord
+from cnnjax.train.state import (INIT_STREAM, TRAIN_STREAM, PlayerState, SingleNetworkState,
+                                base_key_data, init_player)
+from cnnjax.train.validation import (require, require_divisible, require_positive,
+                                     require_train_loop)
 
 TRAIN_CLASSIFIER_HINT = ("python run.py --config=configs/classifier.py:digits "
                          "--workdir=DIR")
 
 
-@struct.dataclass
-class ClassifierState:
-  """Step (int32), raw base key data, the network and the record of non-finite steps."""
-  step: jax.Array
-  rng: jax.Array
-  model: PlayerState
-  divergence: DivergenceRecord
-
-  def step_key(self, stream: int) -> jax.Array:
-    """The key of `stream` for the current step."""
-    stream_key = jax.random.fold_in(jax.random.wrap_key_data(self.rng), stream)
-    return jax.random.fold_in(stream_key, self.step)
+# The classifier's state: step, base key data, the network and the non-finite record.
+ClassifierState = SingleNetworkState
 
 
 def classifier_train_step(state: ClassifierState, batch: dict[str, jax.Array],
@@ -159,20 +150,12 @@ def validate_classifier_config(config: ml_collections.ConfigDict, num_devices: i
   require_positive(config.optim, "optim", ("lr",))
   require(config.optim.warmup_steps >= 0 and config.optim.weight_decay >= 0,
            "optim.warmup_steps and optim.weight_decay must be >= 0.")
-  require_positive(config.train, "train",
-                    ("batch_size", "log_every", "sample_every", "eval_batch_size"))
-  require(config.train.num_steps >= 0,
-           f"train.num_steps must be >= 0, got {config.train.num_steps}.")
-  require(config.train.on_nonfinite in NONFINITE_MODES,
-           f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
-           f"got {config.train.on_nonfinite!r}.")
+  require_train_loop(config.train,
+                     ("batch_size", "log_every", "sample_every", "eval_batch_size"))
   validate_checkpoint_config(config.checkpoint)
   _, info = get_data_source(config.data.name, config.data.test_split,
                             config.data.data_dir or None)
   if dataset_num_classes(info) is None:
     raise DatasetError(f"Dataset {config.data.name!r} has no 'label' class feature; "
                        "train the classifier on a labelled dataset.")
-  for field in ("batch_size", "eval_batch_size"):
-    require(config.train[field] % num_devices == 0,
-             f"train.{field}={config.train[field]} is not divisible by the {num_devices} "
-             f"devices; use a multiple of {num_devices}.")
+  require_divisible(config.train, ("batch_size", "eval_batch_size"), num_devices)

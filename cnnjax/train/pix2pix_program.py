@@ -27,12 +27,13 @@ from cnnjax.losses.translation import GAN_LOSSES, mean_abs_error, patch_gan_loss
 from cnnjax.models.translation import PatchGAN, UNetGenerator, unet_widths
 from cnnjax.train import parallel
 from cnnjax.train.checkpointing import validate_checkpoint_config
-from cnnjax.train.divergence import NONFINITE_MODES, DivergenceRecord
+from cnnjax.train.divergence import DivergenceRecord
 from cnnjax.train.state import INIT_STREAM, TRAIN_STREAM, PlayerState, base_key_data, init_player
 from cnnjax.train.translation_state import (DROPOUT_KEYS, JITTER_KEYS, TranslationState,
                                             adam_with_linear_decay, apply_per_example,
                                             draw_noise_keys, make_translator, triptychs)
-from cnnjax.train.validation import require, require_positive
+from cnnjax.train.validation import (require, require_adam_betas, require_divisible,
+                                     require_positive, require_train_loop)
 
 PIX2PIX_HINT = "python run.py --config=configs/pix2pix.py --workdir=DIR"
 
@@ -201,27 +202,17 @@ def validate_translation_common(config: ml_collections.ConfigDict, num_devices: 
           f"data.load_size={config.data.load_size} must be >= data.image_size={size}.")
   require_positive(config.data, "data", ("num_threads", "prefetch"))
   require_positive(config.optim, "optim", ("lr",))
-  for name in ("b1", "b2"):
-    value = config.optim[name]
-    require(0.0 <= value < 1.0, f"optim.{name} must be in [0, 1), got {value}.")
+  require_adam_betas(config.optim)
   require(config.optim.constant_steps >= 0 and config.optim.decay_steps >= 0,
           "optim.constant_steps and optim.decay_steps must be >= 0.")
   require(config.loss.gan in GAN_LOSSES,
           f"loss.gan must be one of {', '.join(GAN_LOSSES)}, got {config.loss.gan!r}.")
-  require_positive(config.train, "train", ("batch_size", "log_every", "sample_every"))
-  require(config.train.num_steps >= 0,
-          f"train.num_steps must be >= 0, got {config.train.num_steps}.")
-  require(config.train.on_nonfinite in NONFINITE_MODES,
-          f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
-          f"got {config.train.on_nonfinite!r}.")
+  require_train_loop(config.train)
   validate_checkpoint_config(config.checkpoint)
   require_positive(config.eval, "eval", ("batch_size", "num_grid"))
   require(config.eval.every >= 0 and config.eval.num_examples >= 0,
           "eval.every and eval.num_examples must be >= 0.")
-  for name in ("batch_size",):
-    require(config.train[name] % num_devices == 0,
-            f"train.{name}={config.train[name]} is not divisible by the {num_devices} "
-            f"devices; use a multiple of {num_devices}.")
+  require_divisible(config.train, ("batch_size",), num_devices)
 
 
 def validate_pix2pix_config(config: ml_collections.ConfigDict, num_devices: int) -> None:

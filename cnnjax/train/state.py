@@ -29,6 +29,27 @@ class PlayerState:
 
 
 @struct.dataclass
+class SingleNetworkState:
+  """State of a run that trains one network (a classifier, a style transformer).
+
+  Attributes:
+    step: number of completed training steps (int32 scalar).
+    rng: raw key data (uint32) of the run's base key; each step folds in its number.
+    model: the network's `PlayerState`.
+    divergence: steps with non-finite metrics (see `cnnjax.train.divergence`).
+  """
+  step: jax.Array
+  rng: jax.Array
+  model: PlayerState
+  divergence: DivergenceRecord
+
+  def step_key(self, stream: int) -> jax.Array:
+    """The key of `stream` for the current step."""
+    base = jax.random.fold_in(jax.random.wrap_key_data(self.rng), stream)
+    return jax.random.fold_in(base, self.step)
+
+
+@struct.dataclass
 class GanState:
   """State of a GAN run.
 

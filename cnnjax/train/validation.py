@@ -29,6 +29,34 @@ def require_positive(section: ml_collections.ConfigDict, prefix: str,
     require(value > 0, f"{prefix}.{name} must be positive, got {value}.")
 
 
+def require_adam_betas(optim: ml_collections.ConfigDict) -> None:
+  """Raises `ConfigError` unless `optim.b1` and `optim.b2` are in [0, 1)."""
+  for name in ("b1", "b2"):
+    value = optim[name]
+    require(0.0 <= value < 1.0, f"optim.{name} must be in [0, 1), got {value}.")
+
+
+def require_train_loop(train: ml_collections.ConfigDict,
+                       positive: tuple[str, ...] = ("batch_size", "log_every",
+                                                    "sample_every")) -> None:
+  """Checks the `train` fields every kind's loop reads: the `positive` ones,
+  `num_steps` >= 0 and `on_nonfinite`."""
+  require_positive(train, "train", positive)
+  require(train.num_steps >= 0, f"train.num_steps must be >= 0, got {train.num_steps}.")
+  require(train.on_nonfinite in NONFINITE_MODES,
+           f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
+           f"got {train.on_nonfinite!r}.")
+
+
+def require_divisible(train: ml_collections.ConfigDict, names: tuple[str, ...],
+                      num_devices: int) -> None:
+  """Raises `ConfigError` naming the first `train` batch size not split by the devices."""
+  for name in names:
+    require(train[name] % num_devices == 0,
+             f"train.{name}={train[name]} is not divisible by the {num_devices} "
+             f"devices; use a multiple of {num_devices}.")
+
+
 def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises `ConfigError` naming the first invalid field of a GAN config.
 
@@ -48,21 +76,12 @@ def validate_gan_config(config: ml_collections.ConfigDict, num_devices: int) -> 
            f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {config.data.resize!r}.")
   require_positive(config.data, "data", ("num_threads", "prefetch"))
   require_positive(config.optim, "optim", ("g_lr", "d_lr"))
-  for name in ("b1", "b2"):
-    value = config.optim[name]
-    require(0.0 <= value < 1.0, f"optim.{name} must be in [0, 1), got {value}.")
-  require_positive(config.train, "train",
-                    ("batch_size", "log_every", "sample_every", "num_samples"))
-  require(config.train.num_steps >= 0,
-           f"train.num_steps must be >= 0, got {config.train.num_steps}.")
-  require(config.train.on_nonfinite in NONFINITE_MODES,
-           f"train.on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, "
-           f"got {config.train.on_nonfinite!r}.")
+  require_adam_betas(config.optim)
+  require_train_loop(config.train,
+                     ("batch_size", "log_every", "sample_every", "num_samples"))
   validate_checkpoint_config(config.checkpoint)
   validate_eval_config(config)
-  require(config.train.batch_size % num_devices == 0,
-           f"train.batch_size={config.train.batch_size} is not divisible by the "
-           f"{num_devices} devices; use a multiple of {num_devices}.")
+  require_divisible(config.train, ("batch_size",), num_devices)
   d_steps = config.train.d_steps
   require(config.train.batch_size % (d_steps * num_devices) == 0,
            f"train.batch_size={config.train.batch_size} does not split into "

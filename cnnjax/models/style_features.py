@@ -40,9 +40,16 @@ def requested_layers(features: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(name for name in names if name in wanted)
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises `ConfigError` for a network, layer, weight or size the run cannot use."""
+def check_config(config: ml_collections.ConfigDict, image_size: int | None = None) -> None:
+  """Raises `ConfigError` for a network, layer, weight or size the run cannot use.
+
+  Args:
+    config: a style config (sections `features` and `loss`).
+    image_size: the smallest image side the network will see (default: the config's
+      `image_size`).
+  """
   features = config.features
+  image_size = config.image_size if image_size is None else image_size
   if features.network not in NETWORKS:
     raise ConfigError(f"Unknown features.network {features.network!r}: use one of "
                       f"{', '.join(NETWORKS)}.")
@@ -69,10 +76,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{name} must be >= 0, got {value}.")
   factor = max(_downsampling(features.network, layer)
                for layer in requested_layers(features))
-  if config.image_size < max(factor, 8):
-    raise ConfigError(f"image_size={config.image_size} is too small: layer(s) of "
+  if image_size < max(factor, 8):
+    raise ConfigError(f"image_size={image_size} is too small: layer(s) of "
                       f"{features.network} down to {requested_layers(features)[-1]} need "
                       f"at least {max(factor, 8)} pixels.")
+  if features.network != "vgg19":
+    for field in ("weights_path", "converted_path"):
+      if features[field]:
+        raise ConfigError(f"features.{field}={features[field]!r} is set but "
+                          f"features.network={features.network!r} reads no weights: set "
+                          f"features.network=vgg19 to use it, or leave features.{field} "
+                          "empty.")
   if features.network == "vgg19" and not features.weights_path:
     raise ConfigError("features.network='vgg19' needs features.weights_path: put "
                       f"torchvision's {vgg19_weights.VGG19_FILENAME} somewhere local and "
@@ -86,14 +100,17 @@ def _downsampling(network: str, layer: str) -> int:
   return 2 ** pools
 
 
-def build_feature_network(config: ml_collections.ConfigDict) -> FeatureNetwork:
+def build_feature_network(config: ml_collections.ConfigDict,
+                          image_size: int | None = None) -> FeatureNetwork:
   """The network and its variables (numpy / device arrays) for `config`.
+
+  `image_size` is the smallest image side it will see (see `check_config`).
 
   Raises:
     ConfigError: see `check_config`.
     CheckpointError: a missing or malformed VGG19 weight file (one line).
   """
-  check_config(config)
+  check_config(config, image_size)
   features = config.features
   layers = requested_layers(features)
   if features.network == "vgg19":
