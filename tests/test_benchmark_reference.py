@@ -1,5 +1,6 @@
 """The training-step benchmark: its PyTorch reference matches cnnjax, its cnnjax path runs."""
 
+import json
 import subprocess
 import sys
 
@@ -207,3 +208,55 @@ def test_vae_benchmark_cnnjax_path_runs_one_step():
   variant.time_step()
   assert int(get_state().step) == 1
   assert np.isfinite(variant.images_per_second) and variant.images_per_second > 0
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (19, 22)])
+def test_torch_style_transformer_computes_the_flax_network(height, width):
+  # 19x22 halves to sizes that are not exact doublings on the way back up: PyTorch's
+  # "nearest-exact" must pick the same pixels as jax.image.resize's "nearest".
+  torch = pytest.importorskip("torch")
+  from cnnjax.models.style_transformer import StyleTransformer  # pylint: disable=g-import-not-at-top
+  from experiments.benchmarks import torch_style_transformer as reference  # pylint: disable=g-import-not-at-top
+  module = StyleTransformer(widths=(4, 8, 8), num_residual_blocks=2, outer_kernel=5)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, height, width, 3)).astype(np.float32)
+  params = module.init(jax.random.PRNGKey(0), images)["params"]
+  # Non-trivial norm parameters, so a swapped scale and bias would show.
+  params = jax.tree.map(lambda leaf: leaf + 0.1 * np.random.default_rng(1).standard_normal(
+      leaf.shape).astype(np.float32), params)
+  expected = np.asarray(module.apply({"params": params}, images))
+  torch_module = reference.TorchStyleTransformer((4, 8, 8), 2, 5).eval()
+  reference.load_flax_params(torch_module, jax.device_get(params))
+  assert reference.count_parameters(torch_module) == sum(
+      leaf.size for leaf in jax.tree.leaves(params))
+  with torch.no_grad():
+    actual = torch_module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  assert expected.shape == (2, height, width, 3)
+  np.testing.assert_allclose(actual.transpose(0, 2, 3, 1), expected, atol=2e-5)
+
+
+def test_torch_style_transformer_refuses_params_of_another_shape():
+  pytest.importorskip("torch")
+  from cnnjax.models.style_transformer import StyleTransformer  # pylint: disable=g-import-not-at-top
+  from experiments.benchmarks import torch_style_transformer as reference  # pylint: disable=g-import-not-at-top
+  params = StyleTransformer(widths=(4, 8, 8), num_residual_blocks=1, outer_kernel=5).init(
+      jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
+  with pytest.raises((RuntimeError, KeyError)):
+    reference.load_flax_params(reference.TorchStyleTransformer((4, 8, 8), 2, 5), params)
+
+
+def test_style_speed_benchmark_writes_its_report(tmp_path):
+  pytest.importorskip("torch")
+  output = tmp_path / "speed.md"
+  subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.style_speed", "--size=32",
+       "--steps=2", "--repeats=2", "--warmup=1", "--networks=default",
+       "--torch_memory_formats=contiguous", "--torch_threads=1",
+       "--contents=skimage:astronaut", "--gatys_config=configs/style_transfer.py:tiny",
+       f"--output={output}"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+  text = output.read_text()
+  assert "Gatys lbfgs (2 steps)" in text and "default torch contiguous 1t" in text
+  results = json.loads((tmp_path / "speed.json").read_text())
+  assert {row["optimizer"] for row in results["gatys"]} == {"lbfgs", "adam"}
+  assert all(row["seconds_per_image"] > 0 for row in results["gatys"] + results["feed_forward"])
+  assert [len(row["seconds"]) for row in results["feed_forward"]] == [2, 2]
+  assert results["networks"]["default"]["max_abs_difference"] < 1e-4

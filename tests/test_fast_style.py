@@ -166,8 +166,10 @@ def test_resume_is_exact_and_the_run_logs_grids_and_losses(runs):
   assert [line["step"] for line in lines] == [2, 4]
   for line in lines:
     assert {"loss", "content", "style", "tv", "grad_norm"} <= set(line)
-    np.testing.assert_allclose(line["loss"], line["content"] + 100 * line["style"]
-                               + line["tv"], rtol=1e-4)
+    weights = _config("").loss
+    np.testing.assert_allclose(line["loss"], weights.content_weight * line["content"]
+                               + weights.style_weight * line["style"]
+                               + weights.tv_weight * line["tv"], rtol=1e-4)
   resumed_lines = [json.loads(line) for line in open(resumed / "metrics.jsonl")]
   assert resumed_lines[-1]["loss"] == lines[-1]["loss"]
   with Image.open(straight / "stylized" / "grid_000004.png") as grid:
@@ -250,3 +252,29 @@ def test_stylize_workdir_bad_inputs_are_one_line_errors(runs, tmp_path):
     assert outcome["status"] == 2 and outcome["traceback"] is None, outcome
     assert len(lines) == 1 and expected in lines[0], (expected, lines)
   assert not out.exists()
+
+
+def test_training_on_vgg19_features_from_a_local_weight_file(data_dir, tmp_path):
+  # Random weights in torchvision's layout (the ImageNet file cannot be downloaded here):
+  # the run reads them through the restricted .pth loader, as it would the real file.
+  torch = pytest.importorskip("torch")
+  from cnnjax.models import vgg19_weights  # pylint: disable=g-import-not-at-top
+  generator = torch.Generator().manual_seed(0)
+  pth = tmp_path / vgg19_weights.VGG19_FILENAME
+  torch.save({key: 0.05 * torch.randn(shape, generator=generator)
+              for key, shape in vgg19_weights.expected_shapes().items()}, pth)
+  config = _config(data_dir)
+  config.features.network = "vgg19"
+  config.features.weights_path = str(pth)
+  source, _ = get_data_source("photo_crops/tiny", "train", data_dir)
+  batch = {"image": np.stack([np.asarray(source[i]["image"]) for i in range(8)])
+           .astype(np.float32) / 127.5 - 1}
+  mesh = parallel.make_data_mesh(jax.devices()[:1])
+  program = fast_style._build_program(config, mesh=mesh, data_info={})
+  state = program.init_state()
+  losses = []
+  for _ in range(3):
+    state, metrics = program.train_step(state, parallel.put_global_batch(batch, mesh))
+    losses.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  assert (tmp_path / "vgg19-dcbb9e9d.npz").is_file()   # Converted once, beside the file.
