@@ -24,6 +24,14 @@ import pytest  # noqa: E402
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def restored_state(workdir, step: int):
+  """The raw `state` item of a run's checkpoint at `step` (no target: arrays as saved)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+
+
 def load_config(file_name: str, variant: str | None = None):
   """Loads `configs/<file_name>`'s `get_config(variant)` as run.py would."""
   path = REPO_ROOT / "configs" / file_name

@@ -3,17 +3,15 @@ resume with the pool, 1 vs 8 devices, metrics with the task classifier, `run.py
 translate` both ways, and the bad inputs' one-line errors."""
 
 import json
-import os
 import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import load_config
+from conftest import load_config, restored_state
 from cnnjax.data.unpaired import open_domain
 from cnnjax.errors import ConfigError, DatasetError, ImageError
 from cnnjax.runs.registry import train_and_evaluate
@@ -47,12 +45,6 @@ def runs(tmp_path_factory, data_dir, tiny_shape_classifier_run):
   shutil.rmtree(resumed / "checkpoints" / "4")   # As if stopped after step 2.
   train_and_evaluate(config, str(resumed))
   return straight, resumed
-
-
-def _restored(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
 
 
 def _reference_query(pool: list, size: int, images, uniforms, slots):
@@ -120,7 +112,7 @@ def test_step_shapes(data_dir):
 
 def test_resume_is_exact_with_the_pool_and_metrics_are_written(runs):
   straight, resumed = runs
-  a, b = _restored(straight, 4), _restored(resumed, 4)
+  a, b = restored_state(straight, 4), restored_state(resumed, 4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   pool = a["pool"]["fake_b"]

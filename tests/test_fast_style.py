@@ -4,14 +4,12 @@ dataset, `run.py stylize --workdir` and its bad inputs (tiny sizes)."""
 
 import functools
 import json
-import os
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
@@ -27,7 +25,7 @@ from cnnjax.runs.registry import train_and_evaluate
 from cnnjax.runs.restore import open_as
 from cnnjax.style import gatys
 from cnnjax.train import parallel
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, restored_state
 
 
 def _config(data_dir, **train):
@@ -47,12 +45,6 @@ def runs(tmp_path_factory, data_dir):
   train_and_evaluate(_config(data_dir, num_steps=2), str(resumed))
   train_and_evaluate(_config(data_dir), str(resumed))
   return straight, resumed
-
-
-def _restored(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
 
 
 def test_transformer_keeps_any_size_and_range():
@@ -159,7 +151,7 @@ def test_training_lowers_the_loss_and_devices_agree(data_dir, runs):
 
 def test_resume_is_exact_and_the_run_logs_grids_and_losses(runs):
   straight, resumed = runs
-  a, b = _restored(straight, 4), _restored(resumed, 4)
+  a, b = restored_state(straight, 4), restored_state(resumed, 4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   lines = [json.loads(line) for line in open(straight / "metrics.jsonl")]

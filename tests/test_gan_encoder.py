@@ -13,11 +13,10 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, restored_state
 from cnnjax.editing import inversion
 from cnnjax.editing.invert_runs import run_invert
 from cnnjax.errors import CheckpointError, ConfigError, WorkdirError
@@ -61,15 +60,9 @@ def runs(tmp_path_factory, tiny_gan_run):
   return straight, resumed
 
 
-def _restored(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
-
-
 def test_resume_is_exact_and_the_checkpoint_holds_the_generator(runs, tiny_gan_run):
   straight, resumed = runs
-  a, b = _restored(straight, 4), _restored(resumed, 4)
+  a, b = restored_state(straight, 4), restored_state(resumed, 4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   run = open_as(str(tiny_gan_run), gan.KIND)

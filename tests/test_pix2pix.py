@@ -9,11 +9,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, load_config, restored_state
 from cnnjax.augment.paired_jitter import jitter_batch
 from cnnjax.data.paired import open_pairs
 from cnnjax.errors import ConfigError, DatasetError, ImageError
@@ -51,12 +50,6 @@ def runs(tmp_path_factory, data_dir, task_classifier):
   train_and_evaluate(_config(data_dir, num_steps=2), str(resumed))
   train_and_evaluate(_config(data_dir), str(resumed))
   return straight, resumed
-
-
-def _restored(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
 
 
 def test_networks_and_unet_skips():
@@ -123,7 +116,7 @@ def test_missing_feature_is_one_line_error(data_dir):
 
 def test_resume_is_exact_and_metrics_are_written(runs):
   straight, resumed = runs
-  a, b = _restored(straight, 4), _restored(resumed, 4)
+  a, b = restored_state(straight, 4), restored_state(resumed, 4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   lines = [json.loads(line) for line in open(straight / "metrics.jsonl")]
