@@ -18,6 +18,9 @@ own code, into `--out/<method>_<style>/`. Then:
   python run.py sweep --sweep=experiments/fast_style_styles.py --workdir=workdirs/fast_style_styles
   python -m experiments.style_transfer_results --sweep_workdir=workdirs/fast_style_styles --out=results/style_transfer/methods
 
+--gatys_config takes a variant and overrides as run.py's --config does
+(`--gatys_config=configs/style_transfer.py --gatys_config.optimizer.name=adam`).
+
 With VGG19 weights on disk, `--gatys_network=vgg19 --weights_path=...` uses them for the
 optimisation (the fast runs use whatever network their sweep trained with).
 """
@@ -26,8 +29,8 @@ import json
 import os
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 import numpy as np
-from PIL import Image
 
 from cnnjax.data.photos import image_name, load_image
 from cnnjax.io.images import make_grid, save_png
@@ -43,28 +46,21 @@ _OUT = flags.DEFINE_string("out", "results/style_transfer/methods", "Output dire
 _CONTENTS = flags.DEFINE_list("contents", ["skimage:astronaut", "skimage:chelsea"],
                               "Content images (files or skimage:NAME).")
 _SIZE = flags.DEFINE_integer("size", 128, "Image side of both methods' results.")
-_GATYS_CONFIG = flags.DEFINE_string("gatys_config", "configs/style_transfer.py",
-                                    "The optimisation's config file.")
+_GATYS_CONFIG = config_flags.DEFINE_config_file(
+    "gatys_config", "configs/style_transfer.py",
+    "The optimisation's config (its image_size and features come from --size, "
+    "--gatys_network and --weights_path).", lock_config=True)
 _GATYS_NETWORK = flags.DEFINE_enum("gatys_network", "random", ["random", "vgg19"],
                                    "The optimisation's feature network.")
 _WEIGHTS_PATH = flags.DEFINE_string("weights_path", "", "vgg19: the weight file.")
 
 
 def _gatys_config():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("gatys_config", _GATYS_CONFIG.value)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("")
+  config = _GATYS_CONFIG.value.copy_and_resolve_references()
   config.image_size = _SIZE.value
   config.features.network = _GATYS_NETWORK.value
   config.features.weights_path = _WEIGHTS_PATH.value
   return config
-
-
-def _read(path: str) -> np.ndarray:
-  with Image.open(path) as image:
-    return np.asarray(image.convert("RGB"), np.float32) / 127.5 - 1.0
 
 
 def _curves_plot(path: str, fast_runs: dict[str, str], gatys: dict[str, dict]) -> None:
@@ -115,16 +111,15 @@ def main(argv) -> None:
 
   # Header: a blank cell, then each style image over its two columns.
   blank = np.ones((size, size, 3), np.float32)
-  header = [blank] + [image for style in STYLES
-                      for image in (load_image(style, size), load_image(style, size))]
+  header = [blank] + [image for style in STYLES for image in [load_image(style, size)] * 2]
   rows = [header]
   for index, content in enumerate(contents):
     row = [load_image(content, size)]
     for style in STYLES:
       name = image_name(style)
       file = gatys[style]["images"][index]["file"]
-      row.append(_read(os.path.join(out, f"gatys_{name}", file)))
-      row.append(_read(os.path.join(out, f"fast_{name}", file)))
+      row.append(load_image(os.path.join(out, f"gatys_{name}", file), size))
+      row.append(load_image(os.path.join(out, f"fast_{name}", file), size))
     rows.append(row)
   save_png(os.path.join(out, "grid.png"),
            make_grid(np.stack([image for row in rows for image in row]),

@@ -129,6 +129,7 @@ def feed_forward_variants(name: str, contents: np.ndarray, *, torch_formats: Seq
   if torch_formats:
     import torch  # pylint: disable=g-import-not-at-top
     from experiments.benchmarks import torch_style_transformer as reference  # pylint: disable=g-import-not-at-top
+    from experiments.benchmarks.torch_dcgan import MEMORY_FORMATS  # pylint: disable=g-import-not-at-top
     torch_module = reference.TorchStyleTransformer(widths, blocks, kernel).eval()
     reference.load_flax_params(torch_module, jax.device_get(params))
     images = torch.from_numpy(np.ascontiguousarray(np.transpose(contents, (0, 3, 1, 2))))
@@ -136,8 +137,7 @@ def feed_forward_variants(name: str, contents: np.ndarray, *, torch_formats: Seq
       gap = float(np.max(np.abs(np.transpose(torch_module(images).numpy(), (0, 2, 3, 1))
                                 - np.asarray(holder["cnnjax"]))))
     for memory_format in torch_formats:
-      fmt = {"contiguous": torch.contiguous_format,
-             "channels_last": torch.channels_last}[memory_format]
+      fmt = MEMORY_FORMATS[memory_format]
       formatted = torch_module.to(memory_format=fmt)
       batch = images.contiguous(memory_format=fmt)
       for threads in torch_threads:
