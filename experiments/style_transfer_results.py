@@ -27,12 +27,14 @@ optimisation (the fast runs use whatever network their sweep trained with).
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 import numpy as np
 
 from cnnjax.data.photos import image_name, load_image
+from cnnjax.errors import CnnjaxError
 from cnnjax.io.images import make_grid, save_png
 from cnnjax.io.workdir import write_json_atomic
 from cnnjax.style.fast_stylize import run_fast_stylize
@@ -91,23 +93,39 @@ def _curves_plot(path: str, fast_runs: dict[str, str], gatys: dict[str, dict]) -
   plt.close(figure)
 
 
+def _fail(message: str) -> None:
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(2)
+
+
 def main(argv) -> None:
   del argv
   out = os.path.abspath(_OUT.value)
-  os.makedirs(out, exist_ok=True)
   contents = _CONTENTS.value
   size = _SIZE.value
   config = _gatys_config()
   fast_runs = {style: os.path.join(_SWEEP_WORKDIR.value,
                                    run_name({"style_image": style}, seed=0))
                for style in STYLES}
+  missing = [run for run in fast_runs.values()
+             if not os.path.isdir(os.path.join(run, "checkpoints"))]
+  if missing:   # Before minutes of optimisation.
+    _fail(f"no trained fast-style run at {', '.join(missing)}: run `python run.py sweep "
+          f"--sweep=experiments/fast_style_styles.py --workdir={_SWEEP_WORKDIR.value}` "
+          "first, or pass its --sweep_workdir.")
+  if os.path.exists(out) and not os.path.isdir(out):
+    _fail(f"--out={out} is a file: pass a directory (created if missing).")
+  os.makedirs(out, exist_ok=True)
   gatys, fast = {}, {}
-  for style in STYLES:
-    name = image_name(style)
-    gatys[style] = run_stylize(config, content_specs=contents, style_spec=style,
-                               out_dir=os.path.join(out, f"gatys_{name}"))
-    fast[style] = run_fast_stylize(fast_runs[style], content_specs=contents,
-                                   out_dir=os.path.join(out, f"fast_{name}"), size=size)
+  try:
+    for style in STYLES:
+      name = image_name(style)
+      gatys[style] = run_stylize(config, content_specs=contents, style_spec=style,
+                                 out_dir=os.path.join(out, f"gatys_{name}"))
+      fast[style] = run_fast_stylize(fast_runs[style], content_specs=contents,
+                                     out_dir=os.path.join(out, f"fast_{name}"), size=size)
+  except CnnjaxError as error:
+    _fail(str(error))
 
   # Header: a blank cell, then each style image over its two columns.
   blank = np.ones((size, size, 3), np.float32)

@@ -260,3 +260,21 @@ def test_style_speed_benchmark_writes_its_report(tmp_path):
   assert all(row["seconds_per_image"] > 0 for row in results["gatys"] + results["feed_forward"])
   assert [len(row["seconds"]) for row in results["feed_forward"]] == [2, 2]
   assert results["networks"]["default"]["max_abs_difference"] < 1e-4
+
+
+@pytest.mark.parametrize("module,flag,out_flag,message", [
+    ("experiments.benchmarks.style_speed", "--networks=bogus", "--output",
+     "Unknown --networks entry 'bogus'"),
+    ("experiments.benchmarks.style_speed", "--optimizers=sgd", "--output",
+     "Unknown --optimizers entry 'sgd'"),
+    ("experiments.style_transfer_results", "--sweep_workdir=/nonexistent/sweep", "--out",
+     "no trained fast-style run at /nonexistent/sweep/"),
+])
+def test_style_scripts_refuse_bad_flags_in_one_line_before_any_work(
+    module, flag, out_flag, message, tmp_path):
+  out = tmp_path / "out"
+  result = subprocess.run([sys.executable, "-m", module, flag, f"{out_flag}={out}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr
+  assert not out.exists()
